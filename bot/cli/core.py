@@ -1,0 +1,181 @@
+"""Core commands: serve, worker, db, deliveries, redeliver."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from datetime import timedelta
+
+import click
+from sqlmodel import Session, select
+
+from bot import inbox, migrate
+from bot.cli import pass_state, setup_logging
+from bot.clock import utcnow
+from bot.db import is_sqlite
+from bot.models import Delivery, DeliveryStatus
+
+log = logging.getLogger("beekeeper")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `24h`, `7d` → timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text or "")
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 24h or 7d")
+    value, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: value})
+
+
+def _startup_banner(runtime) -> None:
+    settings = runtime.settings
+    missing = settings.missing_github_settings()
+    if missing:
+        click.echo(
+            "Beekeeper is running without a GitHub App. It answers /healthz but cannot act on issues.\n"
+            f"Set: {', '.join(missing)}\n"
+            "Register the app from app.yml (see README: 'Register the GitHub App') and put the values in .env.",
+            err=True,
+        )
+    if settings.secret_key_generated:
+        click.echo("BEEKEEPER_SECRET_KEY is not set: sign-in sessions will not survive a restart.", err=True)
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8000, show_default=True, type=int)
+    @click.option("--threads", default=8, show_default=True, type=int)
+    @click.option("--no-worker", is_flag=True, help="Do not run the in-process worker.")
+    @pass_state
+    def serve(state, host: str, port: int, threads: int, no_worker: bool) -> None:
+        """Run the web app and an in-process worker (the embedded single-command bot)."""
+        from gunicorn.app.base import BaseApplication
+
+        from bot import create_app
+        from bot.worker import Worker
+
+        runtime = state.runtime
+        setup_logging(runtime.settings.log_level)
+        if is_sqlite(runtime.settings.database_url) or migrate.current_revision(runtime.engine) is None:
+            migrate.upgrade(runtime.engine)
+        elif migrate.pending(runtime.engine):
+            raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
+        _startup_banner(runtime)
+
+        class EmbeddedServer(BaseApplication):
+            """gunicorn with one threaded worker process that also runs the inbox worker."""
+
+            def load_config(self):
+                self.cfg.set("bind", f"{host}:{port}")
+                self.cfg.set("workers", 1)
+                self.cfg.set("worker_class", "gthread")
+                self.cfg.set("threads", threads)
+                self.cfg.set("accesslog", None)
+                self.cfg.set("post_worker_init", self.post_worker_init)
+
+            def load(self):
+                return create_app(runtime)
+
+            @staticmethod
+            def post_worker_init(_worker):
+                if no_worker:
+                    return
+                runtime.wake = threading.Event()
+                Worker(runtime).start_thread()
+
+        click.echo(f"Beekeeper listening on http://{host}:{port}", err=True)
+        EmbeddedServer().run()
+
+    @main.command()
+    @click.option("--once", is_flag=True, help="Drain the inbox once and exit.")
+    @click.option("--batch", default=10, show_default=True, type=int)
+    @pass_state
+    def worker(state, once: bool, batch: int) -> None:
+        """Process stored deliveries (run several against PostgreSQL to scale out)."""
+        import signal
+
+        from bot.worker import Worker
+
+        runtime = state.runtime
+        setup_logging(runtime.settings.log_level)
+        if migrate.pending(runtime.engine):
+            raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
+        w = Worker(runtime, batch=batch)
+        if once:
+            click.echo(f"processed {w.run_once()} deliveries")
+            return
+        signal.signal(signal.SIGTERM, lambda *_: w.stop())
+        signal.signal(signal.SIGINT, lambda *_: w.stop())
+        w.run_forever()
+
+    @main.group()
+    def db() -> None:
+        """Database schema."""
+
+    @db.command("upgrade")
+    @click.option("--revision", default="head", show_default=True)
+    @pass_state
+    def db_upgrade(state, revision: str) -> None:
+        """Create or upgrade the schema (SQLite and PostgreSQL)."""
+        engine = state.runtime.engine
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine, revision)
+        click.echo(f"database at revision {migrate.current_revision(engine)} (was {before or 'empty'})")
+
+    @db.command("current")
+    @pass_state
+    def db_current(state) -> None:
+        """Show the schema revision and whether migrations are pending."""
+        engine = state.runtime.engine
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        click.echo(f"current: {current or 'empty'}  head: {head}  {'up to date' if current == head else 'PENDING'}")
+
+    @main.group()
+    def deliveries() -> None:
+        """Inspect and retry webhook deliveries."""
+
+    @deliveries.command("list")
+    @click.option("--status", type=click.Choice(["failed", "dead", *DeliveryStatus.ALL]), default=None,
+                  help="failed = waiting for a retry")
+    @click.option("--limit", default=50, show_default=True, type=int)
+    @pass_state
+    def deliveries_list(state, status: str | None, limit: int) -> None:
+        """List deliveries, newest first."""
+        query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
+        if status:
+            query = query.where(Delivery.status == (DeliveryStatus.RETRY if status == "failed" else status))
+        with Session(state.runtime.engine) as session:
+            rows = session.exec(query).all()
+        if not rows:
+            click.echo("no deliveries")
+            return
+        for row in rows:
+            error = f"  {row.last_error[:80]}" if row.last_error else ""
+            click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.status:<10} {row.attempts:>2}x  "
+                       f"{row.event}.{row.action or '-'}  {row.delivery_id}{error}")
+
+    @deliveries.command("retry")
+    @click.argument("delivery_pk", type=int, metavar="ID")
+    @pass_state
+    def deliveries_retry(state, delivery_pk: int) -> None:
+        """Queue delivery ID (the number `deliveries list` shows) to be processed again."""
+        with Session(state.runtime.engine) as session:
+            row = inbox.retry_now(session, delivery_pk)
+            if row is None:
+                raise click.ClickException(f"no delivery with id {delivery_pk}")
+            session.commit()
+        click.echo(f"delivery {delivery_pk} queued")
+
+    @main.command()
+    @click.option("--since", "since_text", default="24h", show_default=True, help="How far back to look.")
+    @click.option("--dry-run", is_flag=True, help="List what would be redelivered, ask nothing.")
+    @pass_state
+    def redeliver(state, since_text: str, dry_run: bool) -> None:
+        """Ask GitHub to redeliver failed deliveries that never reached the inbox (cron-safe)."""
+        from bot.redelivery import redeliver_missed
+
+        report = redeliver_missed(state.runtime, utcnow() - parse_duration(since_text), dry_run=dry_run)
+        click.echo(json.dumps(report.as_dict()))

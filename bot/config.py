@@ -1,0 +1,384 @@
+"""Settings from the environment and the platform's policy file.
+
+Settings are the deployment's wiring (URLs, credentials); the policy is what a platform tunes
+(tiers, labels, form roles, validation rules). Both are read once at start-up and validated so
+that a mistake is reported with the setting's or key's name before any request is served.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "BEEKEEPER_"
+DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.default.yml")
+
+
+class ConfigError(Exception):
+    """A setting or policy key is missing or malformed; the message names it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings (environment)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
+    github_app_id: str | None = None
+    github_private_key: str | None = None
+    webhook_secret: str | None = None
+    github_client_id: str | None = None
+    github_client_secret: str | None = None
+    public_url: str = "http://localhost:8000"
+    secret_key: str = ""
+    policy_path: str | None = None
+    max_webhook_bytes: int = 5 * 1024 * 1024
+    worker_max_attempts: int = 8
+    worker_lease_seconds: int = 300
+    worker_poll_seconds: float = 1.0
+    instance_path: str = "instance"
+    log_level: str = "INFO"
+    # Set when BEEKEEPER_SECRET_KEY was not given: sessions then do not survive a restart.
+    secret_key_generated: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def github_app_configured(self) -> bool:
+        return bool(self.github_app_id and self.github_private_key and self.webhook_secret)
+
+    @property
+    def oauth_configured(self) -> bool:
+        return bool(self.github_client_id and self.github_client_secret)
+
+    def missing_github_settings(self) -> list[str]:
+        """Names of the settings a working bot still needs, for the start-up message."""
+        missing = []
+        if not self.github_app_id:
+            missing.append("BEEKEEPER_GITHUB_APP_ID")
+        if not self.github_private_key:
+            missing.append("BEEKEEPER_GITHUB_PRIVATE_KEY (or BEEKEEPER_GITHUB_PRIVATE_KEY_PATH)")
+        if not self.webhook_secret:
+            missing.append("BEEKEEPER_WEBHOOK_SECRET")
+        return missing
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    """The process environment over a `.env` file in the working directory."""
+    if env is not None:
+        return dict(env)
+    merged: dict[str, str] = {}
+    dotenv_path = Path.cwd() / ".env"
+    if dotenv_path.is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _url(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(ENV_PREFIX + name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{ENV_PREFIX}{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _private_key(env: dict[str, str]) -> str | None:
+    pem = env.get(ENV_PREFIX + "GITHUB_PRIVATE_KEY", "").strip()
+    path = env.get(ENV_PREFIX + "GITHUB_PRIVATE_KEY_PATH", "").strip()
+    if not pem and path:
+        try:
+            pem = Path(path).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError(f"BEEKEEPER_GITHUB_PRIVATE_KEY_PATH: cannot read {path}: {exc.strerror}") from None
+    if not pem:
+        return None
+    pem = pem.replace("\\n", "\n").strip() + "\n"  # one-line env values carry escaped newlines
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            "BEEKEEPER_GITHUB_PRIVATE_KEY is not a PEM private key (download it from the app's settings page)"
+        ) from None
+    return pem
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read and validate every BEEKEEPER_* setting; raise ConfigError naming the bad one."""
+    env = _environment(env)
+    instance_path = env.get(ENV_PREFIX + "INSTANCE_PATH", "").strip() or str(Path.cwd() / "instance")
+    database_url = env.get(ENV_PREFIX + "DATABASE_URL", "").strip()
+    if not database_url:
+        database_url = f"sqlite:///{Path(instance_path).absolute() / 'beekeeper.sqlite3'}"
+    elif not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        raise ConfigError(
+            f"BEEKEEPER_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {database_url.split(':')[0]}:…"
+        )
+    app_id = env.get(ENV_PREFIX + "GITHUB_APP_ID", "").strip() or None
+    if app_id is not None and not app_id.isdigit():
+        raise ConfigError(f"BEEKEEPER_GITHUB_APP_ID must be the numeric app id, got {app_id!r}")
+    secret_key = env.get(ENV_PREFIX + "SECRET_KEY", "").strip()
+    generated = False
+    if not secret_key:
+        import secrets
+
+        secret_key, generated = secrets.token_urlsafe(32), True
+    return Settings(
+        database_url=normalize_database_url(database_url),
+        github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com"),
+        github_url=_url(env, "GITHUB_URL", "https://github.com"),
+        github_app_id=app_id,
+        github_private_key=_private_key(env),
+        webhook_secret=env.get(ENV_PREFIX + "WEBHOOK_SECRET", "").strip() or None,
+        github_client_id=env.get(ENV_PREFIX + "GITHUB_CLIENT_ID", "").strip() or None,
+        github_client_secret=env.get(ENV_PREFIX + "GITHUB_CLIENT_SECRET", "").strip() or None,
+        public_url=_url(env, "PUBLIC_URL", "http://localhost:8000"),
+        secret_key=secret_key,
+        secret_key_generated=generated,
+        policy_path=env.get(ENV_PREFIX + "POLICY", "").strip() or None,
+        max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
+        worker_max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 8, minimum=1),
+        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, minimum=1),
+        instance_path=instance_path,
+        log_level=env.get(ENV_PREFIX + "LOG_LEVEL", "INFO").strip().upper() or "INFO",
+    )
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator used."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+# --------------------------------------------------------------------------------------------
+# Policy (YAML)
+# --------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tier(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    rank: int = Field(ge=0)
+    description: str = ""
+    requests_per_minute: int = Field(ge=0)
+    concurrency: int = Field(ge=1)
+    daily_quota: int | None = Field(default=None, ge=0)
+    auto_approve: bool = False
+
+    def limits(self) -> dict[str, Any]:
+        return {
+            "requests_per_minute": self.requests_per_minute,
+            "concurrency": self.concurrency,
+            "daily_quota": self.daily_quota,
+        }
+
+
+class Labels(_Strict):
+    trigger: str = "special-access"
+    needs_info: str = "needs-info"
+    validated: str = "validated"
+    approved: str = "approved"
+    rejected: str = "rejected"
+    tier_prefix: str = "tier:"
+
+    def tier(self, name: str) -> str:
+        return f"{self.tier_prefix}{name}"
+
+
+FORM_ROLES = (
+    "app_name",
+    "description",
+    "homepage",
+    "domains",
+    "referrer",
+    "contact",
+    "tier",
+    "traffic",
+    "repository",
+    "terms",
+)
+
+
+class Form(_Strict):
+    # Where the issue form lives in the platform's repository; the bundled copy is the fallback.
+    template_path: str = ".github/ISSUE_TEMPLATE/special-access.yml"
+    # role -> the field `id` in the form template, so a platform can keep its existing form.
+    roles: dict[str, str] = Field(default_factory=lambda: {r: r.replace("_", "-") for r in FORM_ROLES})
+    required_roles: list[str] = Field(default_factory=lambda: ["app_name", "description", "contact", "tier", "terms"])
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(roles) - set(FORM_ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; known roles are {list(FORM_ROLES)}")
+        return roles
+
+
+class Validation(_Strict):
+    min_account_age_days: int = Field(default=30, ge=0)
+    reserved_referrers: list[str] = Field(
+        default_factory=lambda: ["admin", "api", "beekeeper", "default", "null", "root", "system", "test", "www"]
+    )
+    disposable_email_domains: list[str] = Field(
+        default_factory=lambda: ["mailinator.com", "guerrillamail.com", "10minutemail.com", "tempmail.com",
+                                 "yopmail.com", "trashmail.com", "sharklasers.com", "getnada.com"]
+    )
+    placeholder_words: list[str] = Field(
+        default_factory=lambda: ["test", "testing", "asdf", "qwerty", "gg", "aaa", "xxx", "abc", "foo", "bar",
+                                 "lorem ipsum", "n/a", "na", "none", "todo", "tbd", "hello", "hi", "app"]
+    )
+    app_name_max_length: int = Field(default=80, ge=1)
+    description_min_length: int = Field(default=20, ge=0)
+    description_max_length: int = Field(default=4000, ge=1)
+    max_domains: int = Field(default=10, ge=1)
+    dns_check: bool = False
+    email_deliverability_check: bool = False
+    close_duplicates: bool = False
+
+
+class Maintainers(_Strict):
+    users: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list)  # "org/team-slug"
+    forbid_self_approval: bool = True
+
+    @field_validator("teams")
+    @classmethod
+    def _org_slash_team(cls, teams: list[str]) -> list[str]:
+        for team in teams:
+            if team.count("/") != 1 or not all(team.split("/")):
+                raise ValueError(f"team {team!r} must be written as org/team-slug")
+        return teams
+
+
+class Keys(_Strict):
+    prefix: str = Field(default="bk", pattern=r"^[a-z][a-z0-9]{1,9}$")
+    rotation_grace_hours: float = Field(default=24, ge=0)
+
+
+class Allowlist(_Strict):
+    ttl_seconds: int = Field(default=3600, ge=60)  # expires_at = generated_at + ttl
+    signing_key_grace_hours: float = Field(default=72, ge=0)
+    delta_history: int = Field(default=100_000, ge=1)  # versions kept for ?since=
+
+
+class SelfService(_Strict):
+    enabled: bool = True
+    tier: str | None = None  # default: the lowest auto-approved tier
+
+
+class Policy(_Strict):
+    tiers: list[Tier]
+    max_requestable_tier: str | None = None  # highest tier an applicant may ask for in the form
+    labels: Labels = Field(default_factory=Labels)
+    form: Form = Field(default_factory=Form)
+    validation: Validation = Field(default_factory=Validation)
+    maintainers: Maintainers = Field(default_factory=Maintainers)
+    keys: Keys = Field(default_factory=Keys)
+    allowlist: Allowlist = Field(default_factory=Allowlist)
+    self_service: SelfService = Field(default_factory=SelfService)
+    repositories: list[str] = Field(default_factory=list)  # owner/name the bot serves; empty = any installed
+    reconcile_interval_minutes: int = Field(default=60, ge=0)  # 0 = no periodic reconcile in the worker
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        names = [t.name for t in self.tiers]
+        if not names:
+            raise ValueError("tiers: at least one tier is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"tiers: names must be unique, got {names}")
+        if self.max_requestable_tier and self.max_requestable_tier not in names:
+            raise ValueError(f"max_requestable_tier: {self.max_requestable_tier!r} is not one of the tiers {names}")
+        if self.self_service.tier and self.self_service.tier not in names:
+            raise ValueError(f"self_service.tier: {self.self_service.tier!r} is not one of the tiers {names}")
+        return self
+
+    def tier(self, name: str | None) -> Tier | None:
+        name = (name or "").strip().lower()
+        return next((t for t in self.tiers if t.name == name), None)
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in sorted(self.tiers, key=lambda t: t.rank)]
+
+    @property
+    def default_tier(self) -> Tier:
+        return min(self.tiers, key=lambda t: t.rank)
+
+    @property
+    def self_service_tier(self) -> Tier | None:
+        if self.self_service.tier:
+            return self.tier(self.self_service.tier)
+        auto = [t for t in self.tiers if t.auto_approve]
+        return min(auto, key=lambda t: t.rank) if auto else None
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {key}: {err['msg']}")
+    return f"invalid policy {source}:\n" + "\n".join(lines)
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_policy(path: str | os.PathLike | None = None) -> Policy:
+    """The shipped defaults, overlaid with the operator's file; ConfigError names the bad key."""
+    defaults = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    data = defaults
+    source = str(DEFAULT_POLICY_PATH)
+    if path:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"BEEKEEPER_POLICY: cannot read {path}: {exc.strerror}") from None
+        try:
+            override = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"BEEKEEPER_POLICY: {path} is not valid YAML: {exc}") from None
+        if not isinstance(override, dict):
+            raise ConfigError(f"BEEKEEPER_POLICY: {path} must hold a mapping at the top level")
+        # Tiers are replaced whole, never merged item by item: a platform lists its own tiers.
+        data = _deep_merge(defaults, override)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

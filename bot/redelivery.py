@@ -1,0 +1,73 @@
+"""Recover deliveries GitHub failed to hand us (GitHub never retries by itself).
+
+Lists the app's hook deliveries since a time, keeps the GUIDs that never got a 2xx and are not in
+the inbox, and asks GitHub to redeliver each once. Safe to run from cron at any frequency: a GUID
+that was already redelivered successfully, or is stored, is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from bot.github import GitHubError
+from bot.models import Delivery
+
+log = logging.getLogger("beekeeper.redelivery")
+
+
+@dataclass
+class RedeliveryReport:
+    seen: int = 0
+    failed: int = 0
+    already_stored: int = 0
+    redelivered: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "seen": self.seen,
+            "failed": self.failed,
+            "already_stored": self.already_stored,
+            "redelivered": len(self.redelivered),
+            "guids": self.redelivered,
+            "errors": self.errors,
+        }
+
+
+def _succeeded(item: dict) -> bool:
+    return 200 <= int(item.get("status_code") or 0) < 300
+
+
+def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> RedeliveryReport:
+    report = RedeliveryReport()
+    attempts_by_guid: dict[str, list[dict]] = {}
+    for item in runtime.github.hook_deliveries(since):
+        report.seen += 1
+        attempts_by_guid.setdefault(item["guid"], []).append(item)
+
+    failed = {guid: items for guid, items in attempts_by_guid.items() if not any(_succeeded(i) for i in items)}
+    report.failed = len(failed)
+    if not failed:
+        return report
+    with Session(runtime.engine) as session:
+        stored = set(session.exec(select(Delivery.delivery_id).where(Delivery.delivery_id.in_(list(failed)))).all())
+    report.already_stored = len(stored)
+    for guid, items in failed.items():
+        if guid in stored:
+            continue
+        latest = max(items, key=lambda i: i["delivered_at"])
+        if dry_run:
+            report.redelivered.append(guid)
+            continue
+        try:
+            runtime.github.redeliver(latest["id"])
+        except GitHubError as exc:
+            report.errors.append(f"{guid}: {exc}")
+            continue
+        log.info("asked GitHub to redeliver %s (%s)", guid, latest.get("event"))
+        report.redelivered.append(guid)
+    return report

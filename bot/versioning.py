@@ -1,0 +1,43 @@
+"""The allowlist version: one monotonic integer bumped by every grant or key change.
+
+Bumping updates a single counter row. On PostgreSQL the UPDATE holds that row's lock until the
+transaction commits, so concurrent bumps serialise and versions become visible in increasing
+order: a gateway that has seen version N never misses a change numbered below N. On SQLite the
+database-wide write lock gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from bot.clock import utcnow
+from bot.models import AllowlistChange, AllowlistCounter, Grant
+
+
+def current_version(session: Session) -> int:
+    row = session.get(AllowlistCounter, 1)
+    return row.version if row else 0
+
+
+def _ensure_counter(session: Session) -> None:
+    if session.execute(select(AllowlistCounter.id).where(AllowlistCounter.id == 1)).first() is None:
+        session.add(AllowlistCounter(id=1, version=0))
+        session.flush()
+
+
+def bump(session: Session, grant: Grant, change: str) -> int:
+    """Give `grant`'s latest change a new version and log it for deltas; returns the version."""
+    _ensure_counter(session)
+    version = session.execute(
+        update(AllowlistCounter)
+        .where(AllowlistCounter.id == 1)
+        .values(version=AllowlistCounter.version + 1)
+        .returning(AllowlistCounter.version)
+    ).scalar_one()
+    grant.version = version
+    grant.updated_at = utcnow()
+    session.add(grant)
+    session.add(AllowlistChange(version=version, grant_id=grant.id, app_id=grant.app_id, change=change))
+    session.flush()
+    return version

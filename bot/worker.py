@@ -1,0 +1,73 @@
+"""The worker loop: drain the inbox, run periodic jobs, sleep until woken or the poll interval."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bot import inbox
+from bot.handlers import load_handlers
+from bot.router import router
+from bot.runtime import Runtime
+
+log = logging.getLogger("beekeeper.worker")
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10):
+        self.runtime = runtime
+        self.name = name or inbox.worker_name()
+        self.batch = batch
+        self.stop_event = threading.Event()
+        self._last_run: dict[int, float] = {}
+        load_handlers()
+
+    def run_once(self) -> int:
+        """Process every due delivery; returns how many were handled."""
+        settings = self.runtime.settings
+        return inbox.drain(
+            self.runtime.engine,
+            router,
+            self.runtime.make_context,
+            worker=self.name,
+            lease_seconds=settings.worker_lease_seconds,
+            max_attempts=settings.worker_max_attempts,
+            batch=self.batch,
+        )
+
+    def run_periodic(self) -> None:
+        now = time.monotonic()
+        for index, (interval, job) in enumerate(self.runtime.periodic):
+            last = self._last_run.get(index)
+            if last is not None and now - last < interval:
+                continue
+            self._last_run[index] = now
+            try:
+                job(self.runtime)
+            except Exception:  # noqa: BLE001 - a periodic job failing must not stop the worker
+                log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.name)
+        wake = self.runtime.wake or threading.Event()
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+                self.run_periodic()
+            except Exception:  # noqa: BLE001 - e.g. database restarting: wait and try again
+                log.exception("worker loop error; retrying")
+                self.stop_event.wait(min(5.0, self.runtime.settings.worker_poll_seconds * 5))
+            wake.wait(self.runtime.settings.worker_poll_seconds)
+            wake.clear()
+        log.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.runtime.wake is not None:
+            self.runtime.wake.set()
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="beekeeper-worker", daemon=True)
+        thread.start()
+        return thread
