@@ -31,13 +31,15 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=runtime.settings.public_url.startswith("https://"),
         BEEKEEPER_SETTINGS=runtime.settings,
         BEEKEEPER_POLICY=runtime.policy,
+        BEEKEEPER_GITHUB_URL=runtime.settings.github_url,
     )
     app.extensions["beekeeper"] = runtime
 
-    from bot import health, webhooks
+    from bot import health, web, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(web.bp)
     _register_metrics_collector(runtime)
     return app
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 19:48:35.605312
+Create Date: 2026-11-27 19:49:58.881359
 """
 from alembic import op
 import sqlalchemy as sa

@@ -1,0 +1,78 @@
+"""Web-layer helpers shared by every page: static files, CSRF tokens, the home page.
+
+CSRF: each session holds a random token; every form posts it back as `csrf_token`, and
+`check_csrf()` runs before every non-GET request to a page blueprint (not /webhook, which is
+signed, nor the allowlist API, which uses bearer credentials).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+
+from bot.resources import templates_path
+
+bp = Blueprint("pages_static", __name__, static_folder=str(templates_path() / "static"),
+               static_url_path="/static")
+
+CSRF_SESSION_KEY = "_csrf"
+
+
+def csrf_token() -> str:
+    token = session.get(CSRF_SESSION_KEY)
+    if not token:
+        token = session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Abort 400 unless the posted csrf_token matches the session's."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    expected = session.get(CSRF_SESSION_KEY)
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    if not expected or not hmac.compare_digest(expected, sent):
+        abort(400, description="The form expired or was not sent from this site. Reload the page and try again.")
+
+
+def no_store(response):
+    """Headers for pages that show a secret: never cached, never in the referrer."""
+    response.headers["Cache-Control"] = "no-store, max-age=0"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.get("/")
+def home():
+    # The portal (when registered) is the home page; otherwise a short page that says what this is.
+    if "portal.home" in current_app.view_functions:
+        return redirect(url_for("portal.home"))
+    return render_template("pages/home.html")
+
+
+@bp.app_context_processor
+def _template_globals():
+    return {"csrf_token": csrf_token, "current_user": session.get("user"),
+            "platform_name": current_app.config.get("BEEKEEPER_PLATFORM_NAME", "Beekeeper")}
+
+
+@bp.after_app_request
+def _security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if response.mimetype == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; img-src 'self' data: "
+            "https://avatars.githubusercontent.com; form-action 'self' " + current_app.config.get(
+                "BEEKEEPER_GITHUB_URL", "https://github.com") + "; frame-ancestors 'none'",
+        )
+    return response
+
+
+def forbidden_unless(condition: bool, message: str = "You do not have access to this page.") -> None:
+    if not condition:
+        abort(403, description=message)
