@@ -18,9 +18,17 @@ from bot.resources import templates_path
 MAX_INLINE = 200
 STATUS_MARKER = "<!-- beekeeper:status -->"
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-# Characters with a meaning in GitHub-flavoured markdown (or HTML) get a backslash.
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Control, format and invisible characters: C0/C1 controls, zero-width and bidi controls, the
+# BOM, interlinear annotations and Unicode tag characters (used to smuggle hidden text).
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
+_LINE_SEPARATORS = re.compile("[\u2028\u2029\x85]")
+# Characters with a meaning in GitHub-flavoured markdown get a backslash: `$` (math), `=`
+# (setext headings) included. `<`, `>` and `&` become HTML entities instead; a backslash before
+# them would print the entity's text.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$=])")
 
 
 class Trusted(str):
@@ -39,8 +47,11 @@ def escape_user_text(value: object, max_length: int = MAX_INLINE, *, multiline: 
     (backslash-escaped), no control or bidi characters survive, and the text is cut to
     `max_length` characters with an ellipsis. Single-line unless `multiline`.
     """
-    text = unicodedata.normalize("NFC", str(value if value is not None else ""))
+    text = str(value if value is not None else "")
+    text = text[: max_length * 4 + 64]  # bound the work on huge input; the cut below decides
+    text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _LINE_SEPARATORS.sub("\n", text)
     if not multiline:
         text = " ".join(text.split())
     truncated = len(text) > max_length

@@ -1,0 +1,517 @@
+"""Issue forms: the form template → a field schema; an issue body → typed values per role.
+
+The parser is driven by the template itself (read from the issue's repository, so a platform
+may reword labels or use its own form), never by guessing at headings. GitHub renders a form
+submission as `### <label>`, a blank line and the value for every field, in template order:
+
+- empty optional fields are `_No response_`; a `render:` textarea is wrapped in a code fence;
+- a multi-select dropdown is `a, b`; checkboxes are `- [X] text` / `- [ ] text` (`[x]` after an
+  edit in the web editor);
+- bodies from the web form use CRLF.
+
+Applicants can type anything inside a textarea, including `###` lines. So headings are not
+split on blindly: a heading is a candidate only when its label is a field of the template, and
+the fields are the longest run of candidates in template order (a heading typed inside a
+textarea can only stand in for a real one, never add a field). Ties are settled by GitHub's
+shape; see `_accepted_headings`.
+
+`parse_issue_body` never raises on user input: whatever it cannot read becomes a problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import unicodedata
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from bot.config import Policy
+from bot.errors import RetryLater
+from bot.github import GitHubError, GitHubUnavailable
+from bot.resources import issue_form_path
+
+log = logging.getLogger("beekeeper.forms")
+
+NO_RESPONSE = "_No response_"
+FIELD_TYPES = ("input", "textarea", "dropdown", "checkboxes")
+SCHEMA_TTL_SECONDS = 300.0
+INTERNAL_PROBLEM = "Beekeeper could not read this issue's body; a maintainer has been told in the logs."
+
+# Markdown ATX heading of level 3, as GitHub writes field labels (trailing spaces ignored).
+_HEADING = re.compile(r"^ {0,3}###[ \t]+(.+?)[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*([^`\n]*?)[ \t]*$")
+_CHECKBOX = re.compile(r"^\s*[-*+]\s+\[([ xX])\]\s?(.*?)\s*$")
+_LIST_BULLET = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
+
+
+class FormTemplateError(ValueError):
+    """The form template is not a usable GitHub issue form (the message says why)."""
+
+
+def normalize_label(text: str) -> str:
+    """How labels are compared: NFC, whitespace collapsed, case folded."""
+    return " ".join(unicodedata.normalize("NFC", text).split()).casefold()
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormField:
+    id: str
+    type: str  # input | textarea | dropdown | checkboxes
+    label: str
+    required: bool = False
+    options: tuple[str, ...] = ()  # dropdown options, or checkbox option labels
+    required_options: tuple[str, ...] = ()  # checkbox options marked `required: true`
+    multiple: bool = False  # multi-select dropdown
+    render: str | None = None  # textarea rendered in a code fence of this language
+
+    @property
+    def multiline(self) -> bool:
+        return self.type == "textarea"
+
+
+@dataclass(frozen=True)
+class FormSchema:
+    fields: tuple[FormField, ...]
+    source: str = "bundled"  # "bundled" or "<owner/name>:<path>"
+    name: str = ""
+    labels: tuple[str, ...] = ()  # labels the form applies to new issues
+
+    def field(self, field_id: str) -> FormField | None:
+        return next((f for f in self.fields if f.id == field_id), None)
+
+    def field_for_role(self, role: str, policy: Policy) -> FormField | None:
+        field_id = policy.form.roles.get(role)
+        return self.field(field_id) if field_id else None
+
+    def role_of(self, field_id: str, policy: Policy) -> str | None:
+        return next((r for r, fid in policy.form.roles.items() if fid == field_id), None)
+
+    @property
+    def label_index(self) -> dict[str, int]:
+        return {normalize_label(f.label): i for i, f in enumerate(self.fields)}
+
+
+def _options(raw: Any, where: str) -> list[Any]:
+    if not isinstance(raw, list) or not raw:
+        raise FormTemplateError(f"{where}: options must be a non-empty list")
+    return raw
+
+
+def _field_from_item(item: Any, index: int) -> FormField | None:
+    where = f"body[{index}]"
+    if not isinstance(item, dict):
+        raise FormTemplateError(f"{where}: must be a mapping")
+    kind = item.get("type")
+    if kind == "markdown":
+        return None  # not rendered into the issue body
+    if kind not in FIELD_TYPES:
+        raise FormTemplateError(f"{where}: unknown type {kind!r}")
+    attributes = item.get("attributes") or {}
+    label = attributes.get("label") if isinstance(attributes, dict) else None
+    if not isinstance(label, str) or not label.strip():
+        raise FormTemplateError(f"{where}: attributes.label is required")
+    label = label.strip()
+    validations = item.get("validations") or {}
+    required = bool(validations.get("required")) if isinstance(validations, dict) else False
+    field_id = str(item.get("id") or "").strip() or re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    if kind == "dropdown":
+        options = tuple(str(o).strip() for o in _options(attributes.get("options"), where))
+        return FormField(field_id, kind, label, required, options, multiple=bool(attributes.get("multiple")))
+    if kind == "checkboxes":
+        labels, needed = [], []
+        for option in _options(attributes.get("options"), where):
+            text = str(option.get("label") if isinstance(option, dict) else option).strip()
+            labels.append(text)
+            if isinstance(option, dict) and option.get("required"):
+                needed.append(text)
+        return FormField(field_id, kind, label, required or bool(needed), tuple(labels), tuple(needed))
+    render = attributes.get("render") if kind == "textarea" else None
+    return FormField(field_id, kind, label, required, render=str(render).strip() if render else None)
+
+
+def parse_form_template(text: str, source: str = "bundled") -> FormSchema:
+    """A GitHub issue-form YAML → FormSchema; FormTemplateError when it is not one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FormTemplateError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("body"), list):
+        raise FormTemplateError("an issue form needs a `body` list")
+    try:
+        fields = [f for i, item in enumerate(data["body"]) if (f := _field_from_item(item, i)) is not None]
+    except (AttributeError, TypeError, ValueError) as exc:
+        if isinstance(exc, FormTemplateError):
+            raise
+        raise FormTemplateError(f"malformed field: {exc}") from None
+    if not fields:
+        raise FormTemplateError("the form has no input fields")
+    ids = [f.id for f in fields]
+    if len(set(ids)) != len(ids):
+        raise FormTemplateError(f"field ids must be unique, got {ids}")
+    labels = data.get("labels") or []
+    if isinstance(labels, str):
+        labels = [part.strip() for part in labels.split(",")]
+    return FormSchema(tuple(fields), source=source, name=str(data.get("name") or ""),
+                      labels=tuple(str(label) for label in labels if str(label).strip()))
+
+
+@lru_cache(maxsize=1)
+def bundled_schema() -> FormSchema:
+    """The form shipped with Beekeeper (.github/ISSUE_TEMPLATE/special-access.yml)."""
+    return parse_form_template(issue_form_path().read_text(encoding="utf-8"), source="bundled")
+
+
+# Per GitHub client (so a test's fresh client never sees another test's form), then per
+# (repo, path): (expires at, schema). One GitHubApp lives for the whole process in production.
+_schema_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[float, FormSchema]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def clear_schema_cache() -> None:
+    _schema_cache.clear()
+
+
+def load_form_schema(gh, repo: str | None, policy: Policy, *, ttl: float = SCHEMA_TTL_SECONDS,
+                     clock: Callable[[], float] = time.monotonic) -> FormSchema:
+    """The form template of `repo` (default branch), cached `ttl` seconds; the bundled form when
+    the repository has none, it cannot be read, or it is not a valid issue form. Rate limits and
+    GitHub outages propagate (the delivery is retried) rather than parse with the wrong form."""
+    path = policy.form.template_path
+    if gh is None or not repo:
+        return bundled_schema()
+    owner = getattr(gh, "app", gh)
+    try:
+        per_client = _schema_cache.setdefault(owner, {})
+    except TypeError:  # not weak-referenceable: no caching
+        per_client = {}
+    cached = per_client.get((repo, path))
+    now = clock()
+    if cached and cached[0] > now:
+        return cached[1]
+    schema = _fetch_schema(gh, repo, path)
+    per_client[(repo, path)] = (now + ttl, schema)
+    return schema
+
+
+def _fetch_schema(gh, repo: str, path: str) -> FormSchema:
+    try:
+        text = gh.get_file(repo, path)
+    except (RetryLater, GitHubUnavailable):
+        raise
+    except GitHubError as exc:  # e.g. 403 when the app may not read contents
+        log.warning("cannot read form template %s:%s (%s); using the bundled form", repo, path, exc.status)
+        return bundled_schema()
+    if text is None:
+        return bundled_schema()
+    try:
+        return parse_form_template(text, source=f"{repo}:{path}")
+    except FormTemplateError as exc:
+        log.warning("form template %s:%s is not a usable issue form (%s); using the bundled form", repo, path, exc)
+        return bundled_schema()
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedForm:
+    values: dict[str, Any] = field(default_factory=dict)  # role -> str | list[str] | bool
+    fields: dict[str, Any] = field(default_factory=dict)  # field id -> str | list[str]
+    problems: list[str] = field(default_factory=list)
+    from_form: bool = False
+    missing: list[str] = field(default_factory=list)  # field ids whose heading is not in the body
+    unticked: dict[str, list[str]] = field(default_factory=dict)  # field id -> required boxes not ticked
+
+
+def _find_headings(lines: list[str], schema: FormSchema) -> list[tuple[int, int]]:
+    """(line number, field index) of every line that looks like a known field heading."""
+    index = schema.label_index
+    found = []
+    for number, line in enumerate(lines):
+        if "###" not in line:
+            continue
+        match = _HEADING.match(line)
+        if match:
+            field_index = index.get(normalize_label(match.group(1)))
+            if field_index is not None:
+                found.append((number, field_index))
+    return found
+
+
+def _inside_fence(lines: list[str], start: int, positions: list[int]) -> dict[int, bool]:
+    """For each line number in `positions` (ascending, >= start): is it inside a code fence that
+    opens at or after line `start` and is closed later? An unclosed fence (a stray ``` typed in
+    a textarea) protects nothing."""
+    open_at: dict[int, int | None] = {}  # position -> line where its enclosing fence opened
+    closed: set[int] = set()
+    fence: str | None = None
+    fence_line = -1
+    targets = set(positions)
+    last = positions[-1] if positions else start - 1
+    number = start
+    while number < len(lines) and (number <= last or fence is not None):
+        if number in targets:
+            open_at[number] = fence_line if fence is not None else None
+        line = lines[number]
+        match = _FENCE.match(line) if ("``" in line or "~~" in line) else None
+        if match is not None:
+            marker, info = match.group(1), match.group(2)
+            if fence is None:
+                fence, fence_line = marker, number
+            elif marker[0] == fence[0] and len(marker) >= len(fence) and not info:
+                closed.add(fence_line)
+                fence = None
+        number += 1
+    return {p: open_at.get(p) is not None and open_at[p] in closed for p in positions}
+
+
+def _render_shaped(lines: list[str], line_no: int, field_: FormField) -> bool:
+    """GitHub writes a `render:` field as its heading, a blank line and a fence in that language
+    (or `_No response_`): a heading typed inside the value is rarely followed by the same."""
+    for line in lines[line_no + 1: line_no + 4]:
+        if line.strip():
+            fence = _FENCE.match(line)
+            return line.strip() == NO_RESPONSE or bool(fence and fence.group(2) == field_.render)
+    return False
+
+
+def _accepted_headings(lines: list[str], candidates: list[tuple[int, int]],
+                       schema: FormSchema) -> list[tuple[int, int]]:
+    """Choose which candidate headings really start fields (see the module docstring).
+
+    The real headings are the longest chain of candidates in template order (a heading typed
+    inside a textarea can only replace a real one, never add to the chain). When two chains
+    are equally long, an occurrence is text typed inside a textarea: for a `render:` field the
+    real heading is followed by GitHub's fence; one inside a code fence opened (and closed) in
+    the current field is text; otherwise, after a multi-line field the real heading
+    is the last occurrence, and after a single-line field (which cannot hold a heading) before
+    a textarea, it is the first.
+    """
+    if not candidates:
+        return []
+    fields = schema.fields
+    count = len(fields)
+    best = [0] * len(candidates)  # longest chain starting at each candidate
+    best_from_field = [0] * (count + 1)  # longest chain starting at a later candidate of field >= f
+    for position in range(len(candidates) - 1, -1, -1):
+        field_index = candidates[position][1]
+        best[position] = 1 + best_from_field[field_index + 1]
+        for f in range(field_index, -1, -1):
+            if best_from_field[f] >= best[position]:
+                break
+            best_from_field[f] = best[position]
+    accepted: list[tuple[int, int]] = []
+    remaining = best_from_field[0]
+    current, after = -1, -1
+    while remaining > 0:
+        options = [p for p in range(after + 1, len(candidates))
+                   if candidates[p][1] > current and best[p] == remaining]
+        field_index = min(candidates[p][1] for p in options)
+        options = [p for p in options if candidates[p][1] == field_index]
+        if len(options) > 1 and fields[field_index].render:
+            options = [p for p in options if _render_shaped(lines, candidates[p][0], fields[field_index])] or options
+        if len(options) > 1:
+            section_start = candidates[after][0] + 1 if after >= 0 else 0
+            fenced = _inside_fence(lines, section_start, [candidates[p][0] for p in options])
+            options = [p for p in options if not fenced[candidates[p][0]]] or options
+        previous_single_line = current >= 0 and not fields[current].multiline
+        chosen = options[0] if previous_single_line and fields[field_index].multiline else options[-1]
+        accepted.append(candidates[chosen])
+        current, after, remaining = field_index, chosen, remaining - 1
+    return accepted
+
+
+def _strip_fence(text: str) -> tuple[str, bool]:
+    """(inside, True) when `text` is exactly one fenced code block, else (text, False)."""
+    lines = text.split("\n")
+    if len(lines) < 2:
+        return text, False
+    opener, closer = _FENCE.match(lines[0]), _FENCE.match(lines[-1])
+    if not opener or not closer or closer.group(2):
+        return text, False
+    fence = opener.group(1)
+    if closer.group(1)[0] != fence[0] or len(closer.group(1)) < len(fence):
+        return text, False
+    return "\n".join(lines[1:-1]), True
+
+
+def _raw_value(lines: list[str], field_: FormField) -> str:
+    text = "\n".join(lines).strip("\n")
+    if text.strip() == NO_RESPONSE:
+        return ""
+    inside, fenced = _strip_fence(text.strip())
+    if fenced and (field_.render or not inside.strip()):
+        return "" if inside.strip() in ("", NO_RESPONSE) else inside.strip("\n")
+    if field_.multiline or field_.type == "checkboxes":
+        return text.strip()
+    return " ".join(text.split())
+
+
+def _split_multi(raw: str, options: tuple[str, ...]) -> list[str]:
+    """`a, b` → [a, b], keeping options that themselves contain ", " whole."""
+    if not raw:
+        return []
+    known = {normalize_label(o): o for o in options}
+    parts = [p.strip() for p in raw.split(", ")]
+    chosen: list[str] = []
+    i = 0
+    while i < len(parts):
+        for j in range(len(parts), i, -1):  # longest known option first
+            candidate = ", ".join(parts[i:j])
+            if normalize_label(candidate) in known:
+                chosen.append(known[normalize_label(candidate)])
+                i = j
+                break
+        else:
+            if parts[i]:
+                chosen.append(parts[i])
+            i += 1
+    return chosen
+
+
+def _checkbox_states(raw: str, field_: FormField) -> dict[str, bool]:
+    known = {normalize_label(o): o for o in field_.options}
+    states = dict.fromkeys(field_.options, False)
+    for line in raw.split("\n"):
+        match = _CHECKBOX.match(line)
+        if match:
+            option = known.get(normalize_label(match.group(2)))
+            if option is not None:
+                states[option] = states[option] or match.group(1) in "xX"
+    return states
+
+
+def split_list(raw: str) -> list[str]:
+    """A textarea holding one item per line (bullets, commas and spaces also separate; lines
+    starting with `#` are comments)."""
+    items = []
+    for line in raw.split("\n"):
+        line = _LIST_BULLET.sub("", line).strip()
+        if line.startswith("#"):
+            continue  # a heading or a comment line, not an item
+        for part in re.split(r"[,\s]+", line):
+            part = part.strip().strip("`'\"<>")
+            if part and part != NO_RESPONSE:
+                items.append(part)
+    return items
+
+
+def _typed(raw: str, field_: FormField) -> Any:
+    if field_.type == "checkboxes":
+        return [option for option, ticked in _checkbox_states(raw, field_).items() if ticked]
+    if field_.type == "dropdown" and field_.multiple:
+        return _split_multi(raw, field_.options)
+    return raw
+
+
+def _role_value(role: str, raw: str, field_: FormField) -> Any:
+    if field_.type == "checkboxes":
+        states = _checkbox_states(raw, field_)
+        needed = field_.required_options or field_.options
+        return all(states[o] for o in needed)
+    if role == "domains":
+        return split_list(raw)
+    if field_.type == "dropdown" and field_.multiple:
+        return _split_multi(raw, field_.options)
+    return raw
+
+
+def _enough_headings(found: int, schema: FormSchema) -> bool:
+    """Clearly made from the form: at least half of its fields (and at least two) are there."""
+    total = len(schema.fields)
+    return found >= min(total, max(2, math.ceil(total / 2)))
+
+
+def _parse(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
+    text = body if isinstance(body, str) else ("" if body is None else str(body))
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    accepted = _accepted_headings(lines, _find_headings(lines, schema), schema)
+    parsed = ParsedForm(from_form=_enough_headings(len(accepted), schema))
+
+    raw_by_index: dict[int, str] = {}
+    for n, (line_no, field_index) in enumerate(accepted):
+        end = accepted[n + 1][0] if n + 1 < len(accepted) else len(lines)
+        raw_by_index[field_index] = _raw_value(lines[line_no + 1:end], schema.fields[field_index])
+
+    for index, field_ in enumerate(schema.fields):
+        if index not in raw_by_index:
+            parsed.missing.append(field_.id)
+            continue
+        raw = raw_by_index[index]
+        parsed.fields[field_.id] = _typed(raw, field_)
+        if field_.type == "checkboxes":
+            states = _checkbox_states(raw, field_)
+            parsed.unticked[field_.id] = [o for o in (field_.required_options or field_.options) if not states[o]]
+
+    for role, field_id in policy.form.roles.items():
+        field_ = schema.field(field_id)
+        required = role in policy.form.required_roles
+        if field_ is None:
+            if required:
+                parsed.problems.append(
+                    f'The request form has no field for "{role}" (id "{field_id}"); '
+                    "a maintainer needs to fix the form template or the policy.")
+            continue
+        index = schema.fields.index(field_)
+        if index not in raw_by_index:
+            if required and parsed.from_form:
+                parsed.problems.append(
+                    f'The "{field_.label}" field is missing (the form may have changed since this issue '
+                    f'was opened): add a line "### {field_.label}" followed by your answer.')
+            continue
+        parsed.values[role] = _role_value(role, raw_by_index[index], field_)
+
+    if not parsed.from_form:
+        parsed.problems.insert(0, "This issue was not made from the special-access request form.")
+    return parsed
+
+
+def parse_issue_body(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
+    """Typed values per role, plus problems; never raises on user input."""
+    try:
+        return _parse(body, schema, policy)
+    except Exception:  # noqa: BLE001 - a parser bug must not stop the bot; it is logged and reported
+        log.exception("issue form parser failed on a body of %d characters", len(body or ""))
+        return ParsedForm(problems=[INTERNAL_PROBLEM])
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering (what GitHub writes for a submitted form)
+# --------------------------------------------------------------------------------------------
+
+
+def render_issue_body(schema: FormSchema, answers: dict[str, Any], *, newline: str = "\r\n") -> str:
+    """The body GitHub would write for these answers (field id → str, list[str] for multi-select
+    dropdowns and ticked checkboxes). Used by tests and to show applicants the expected shape."""
+    sections = []
+    for field_ in schema.fields:
+        value = answers.get(field_.id)
+        if field_.type == "checkboxes":
+            ticked = set(value or [])
+            text = "\n".join(f"- [{'X' if o in ticked else ' '}] {o}" for o in field_.options)
+        elif field_.type == "dropdown" and field_.multiple:
+            text = ", ".join(value or []) or NO_RESPONSE
+        elif not value:
+            text = NO_RESPONSE
+        elif field_.render:
+            text = f"```{field_.render}\n{value}\n```"
+        else:
+            text = str(value)
+        sections.append(f"### {field_.label}\n\n{text}")
+    return "\n\n".join(sections).replace("\n", newline)

@@ -1,0 +1,97 @@
+"""Issue events that (re)check a special-access request: opened, edited, reopened, labeled.
+
+- edited: only when the body changed (`changes.body` in the payload); a title edit alone does
+  not re-check.
+- labeled: only when the trigger label is added (a request filed without it, or labelled later
+  by a maintainer).
+- An issue without the trigger label is ignored, unless its body clearly comes from the request
+  form: then the label is added and the request reviewed.
+
+Closing (withdrawal) and auto-approval belong to the application state machine, whose handlers
+run after these on the same events, in the same database session.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import select
+
+from bot import labels as label_service
+from bot.forms import load_form_schema, parse_issue_body
+from bot.github import NotFound
+from bot.models import AccessRequest
+from bot.review import body_sha256, review_issue
+from bot.router import Context, Event, router
+
+log = logging.getLogger("beekeeper.issue_events")
+
+
+def _served(repo: str | None, ctx: Context) -> bool:
+    allowed = ctx.policy.repositories
+    return bool(repo) and (not allowed or repo in allowed)
+
+
+def _body_changed(event: Event) -> bool:
+    return "body" in (event.payload.get("changes") or {})
+
+
+def _looks_like_form(ctx: Context, repo: str, issue: dict) -> bool:
+    schema = load_form_schema(ctx.github, repo, ctx.policy)
+    return parse_issue_body(issue.get("body"), schema, ctx.policy).from_form
+
+
+def _request_of(ctx: Context, repo: str, issue: dict) -> AccessRequest | None:
+    return ctx.session.exec(select(AccessRequest).where(AccessRequest.repo == repo,
+                                                        AccessRequest.issue_number == int(issue["number"]))).first()
+
+
+def _already_reviewed(ctx: Context, repo: str, issue: dict) -> bool:
+    """An issue opened from the form sends `opened` and `labeled` together: the second one finds
+    the body already checked and does nothing."""
+    request = _request_of(ctx, repo, issue)
+    return request is not None and request.body_sha256 == body_sha256(issue.get("body"))
+
+
+def _add_trigger_label(ctx: Context, repo: str, issue: dict) -> None:
+    trigger = ctx.policy.labels.trigger
+    colour, description = label_service.label_spec(ctx.policy, trigger)
+    ctx.github.ensure_label(repo, trigger, colour, description)
+    ctx.github.add_labels(repo, int(issue["number"]), [trigger])
+    issue.setdefault("labels", []).append({"name": trigger})
+
+
+@router.on("issues", "opened", "edited", "reopened", "labeled")
+def review_request_issue(event: Event, ctx: Context) -> None:
+    issue = event.payload.get("issue") or {}
+    repo = event.repo
+    if not issue.get("number") or "pull_request" in issue or not _served(repo, ctx):
+        return
+    if event.action == "edited" and not _body_changed(event):
+        return
+    trigger = ctx.policy.labels.trigger
+    if event.action == "labeled":
+        if (event.payload.get("label") or {}).get("name") != trigger or _already_reviewed(ctx, repo, issue):
+            return
+    elif trigger not in label_service.issue_label_names(issue):
+        # A maintainer who took the label off a known request meant it: only new issues get it back.
+        if _request_of(ctx, repo, issue) is not None or not _looks_like_form(ctx, repo, issue):
+            return
+        log.info("issue %s#%s looks like a request form without the %r label: adding it", repo,
+                 issue["number"], trigger)
+        _add_trigger_label(ctx, repo, issue)
+    try:
+        with ctx.session.begin_nested():  # a vanished issue leaves no half-made request behind
+            review_issue(ctx, repo, issue, reason=event.action or "")
+    except NotFound:
+        if _issue_exists(ctx, repo, int(issue["number"])):
+            raise
+        log.info("issue %s#%s no longer exists (deleted or transferred): not reviewed", repo, issue["number"])
+
+
+def _issue_exists(ctx: Context, repo: str, number: int) -> bool:
+    try:
+        ctx.github.get_issue(repo, number)
+    except NotFound:
+        return False
+    return True
