@@ -1,0 +1,483 @@
+"""Maintainer slash-commands: reading them from a comment, and who may run which.
+
+A command is a line of a new issue comment that starts with `/` (up to three leading spaces),
+followed by a name made of ASCII letters, digits, `-` and `_`:
+
+    /approve flower
+    /reject The app scrapes personal data.
+
+Lines inside fenced code blocks, indented code, block quotes and HTML comments are not commands
+(they are quoted or shown text, not something the author asked for). Only the ASCII slash counts:
+look-alikes such as U+2215 `∕`, U+FF0F `／` or U+2044 `⁄` are ignored, so a pasted or crafted
+string cannot pass for a command. Names are case-insensitive; several command lines in one
+comment run in order.
+
+Commands are registered with `@command(...)`; this module defines the built-in ones (they call
+the state machine in bot.applications) and other modules add theirs the same way, e.g.
+
+    @command("rotate", roles={MAINTAINER, APPLICANT}, usage="/rotate", help="Rotate the secret key.")
+    def rotate(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome: ...
+
+A module that defines commands must be imported before comments are handled (list it in
+bot/handlers.py). `run_comment(ctx, event)` is the whole pipeline for one `issue_comment.created`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bot import audit
+from bot.comments import Trusted, escape_user_text, marker, render
+
+if TYPE_CHECKING:
+    from bot.config import Policy
+    from bot.models import AccessRequest
+    from bot.router import Context, Event
+
+log = logging.getLogger("beekeeper.commands")
+
+MAX_COMMANDS_PER_COMMENT = 10
+MAINTAINER_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_QUOTE = re.compile(r"^ {0,3}>")
+_INDENTED_CODE = re.compile(r"^(?: {4}|\t| {0,3}\t)")
+# The name must be followed by whitespace or the end of the line: "/usr/bin" is not a command.
+_COMMAND = re.compile(r"^ {0,3}/([A-Za-z][A-Za-z0-9_-]{0,31})(?=\s|$)(.*)$")
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    """One command line. `args` are the words on its line; `text` is the rest of its line plus
+    the lines after it up to the next command (for reasons and messages that span lines)."""
+
+    name: str
+    args: tuple[str, ...]
+    text: str
+    line: int  # 1-based line number in the comment
+
+    @property
+    def flags(self) -> set[str]:
+        return {a.lower() for a in self.args if a.startswith("--")}
+
+    @property
+    def words(self) -> list[str]:
+        """The arguments that are not --flags."""
+        return [a for a in self.args if not a.startswith("--")]
+
+
+def _visible_lines(body: str) -> list[tuple[int, str | None]]:
+    """(line number, text) for every line; text is None where the line is code or a quote."""
+    text = (body or "").replace("\r\n", "\n").replace("\r", "\n")
+    # Drop HTML comments but keep their newlines, so line numbers stay right.
+    text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    lines: list[tuple[int, str | None]] = []
+    fence: str | None = None
+    previous_blank = True
+    for number, line in enumerate(text.split("\n"), start=1):
+        if fence is not None:
+            stripped = line.strip()
+            if stripped.startswith(fence[0] * len(fence)) and set(stripped) <= {fence[0]}:
+                fence = None
+            lines.append((number, None))
+            continue
+        opening = _FENCE_OPEN.match(line)
+        if opening:
+            fence = opening.group(1)
+            lines.append((number, None))
+            continue
+        # Indented code only starts after a blank line (otherwise it continues a paragraph).
+        if _QUOTE.match(line) or (previous_blank and _INDENTED_CODE.match(line) and line.strip()):
+            lines.append((number, None))
+            previous_blank = False
+            continue
+        lines.append((number, line))
+        previous_blank = not line.strip()
+    return lines
+
+
+def parse_commands(body: str | None) -> list[ParsedCommand]:
+    """The commands in a comment body, in order (at most MAX_COMMANDS_PER_COMMENT)."""
+    found: list[tuple[int, str, str, list[str]]] = []  # line, name, rest of line, continuation
+    for number, line in _visible_lines(body or ""):
+        if line is None:
+            if found:
+                found[-1][3].append("")  # code or quote ends a command's text paragraph-wise
+            continue
+        match = _COMMAND.match(line)
+        if match:
+            found.append((number, match.group(1).lower(), match.group(2).strip(), []))
+        elif found:
+            found[-1][3].append(line)
+    commands = []
+    for number, name, rest, continuation in found[:MAX_COMMANDS_PER_COMMENT]:
+        text = "\n".join([rest, *continuation]).strip()
+        commands.append(ParsedCommand(name=name, args=tuple(rest.split()), text=text, line=number))
+    return commands
+
+
+# --------------------------------------------------------------------------------------------
+# Roles
+# --------------------------------------------------------------------------------------------
+
+
+class Role(enum.StrEnum):
+    MAINTAINER = "maintainer"
+    APPLICANT = "applicant"
+
+
+MAINTAINER = Role.MAINTAINER
+APPLICANT = Role.APPLICANT
+
+
+def is_policy_maintainer(gh, login: str, policy: Policy) -> bool:
+    """Listed in maintainers.users, or an active member of one of maintainers.teams."""
+    if login.lower() in {u.lower() for u in policy.maintainers.users}:
+        return True
+    for entry in policy.maintainers.teams:
+        org, team = entry.split("/", 1)
+        if gh.is_team_member(org, team, login):
+            return True
+    return False
+
+
+def resolve_role(gh, repo: str, login: str, user_id: int, is_bot: bool, request: AccessRequest | None,
+                 policy: Policy) -> set[Role]:
+    """What `login` is on this request: maintainer (write/maintain/admin on the repository, or
+    named in the policy), applicant (the issue's author, by numeric id), both, or nothing.
+    Bots are nothing: no bot may decide or act for an applicant."""
+    if is_bot:
+        return set()
+    roles: set[Role] = set()
+    if request is not None and user_id == request.applicant_id:
+        roles.add(Role.APPLICANT)
+    if gh.permission(repo, login) in MAINTAINER_PERMISSIONS or is_policy_maintainer(gh, login, policy):
+        roles.add(Role.MAINTAINER)
+    return roles
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CommandContext:
+    """What a command function gets: the handler Context, where it was typed and by whom."""
+
+    ctx: Context
+    repo: str
+    issue: dict
+    comment: dict
+    actor: str  # the commenter's login
+    actor_id: int
+    roles: set[Role]
+    request: AccessRequest
+    source: str  # the comment's URL: the audit trail points at it
+
+    @property
+    def policy(self) -> Policy:
+        return self.ctx.policy
+
+    @property
+    def session(self):
+        return self.ctx.session
+
+
+@dataclass
+class Outcome:
+    """What a command did. `message` (plain text, escaped when shown) goes into the reply;
+    `details` are listed under it; `markdown` is a block Beekeeper rendered itself (e.g. /help)."""
+
+    status: str  # done | noop | refused | failed
+    message: str | None = None
+    details: list[str] = field(default_factory=list)
+    markdown: Trusted | None = None
+
+    DONE = "done"
+    NOOP = "noop"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+    @classmethod
+    def done(cls, message: str | None = None, **kwargs) -> Outcome:
+        return cls(cls.DONE, message, **kwargs)
+
+    @classmethod
+    def refused(cls, message: str, **kwargs) -> Outcome:
+        return cls(cls.REFUSED, message, **kwargs)
+
+    @classmethod
+    def from_result(cls, result) -> Outcome:
+        """From a bot.applications.Result. A change posts its own decision comment, so it
+        needs no reply; a no-op or a refusal says why."""
+        if result.status == "done":
+            return cls(cls.DONE, None)
+        return cls(result.status, result.message, list(result.problems))
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (self.DONE, self.NOOP)
+
+
+CommandFunc = Callable[[CommandContext, ParsedCommand], Outcome]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    func: CommandFunc
+    roles: frozenset[Role]
+    usage: str
+    help: str
+    # True for commands that give access: the applicant may not run them on their own request
+    # (policy maintainers.forbid_self_approval), whatever their permission on the repository.
+    grants_access: bool = False
+
+
+COMMANDS: dict[str, CommandSpec] = {}
+
+
+def command(name: str, *, roles: Iterable[Role], usage: str, help: str,  # noqa: A002 - the help text
+            grants_access: bool = False) -> Callable[[CommandFunc], CommandFunc]:
+    """Register a slash-command. `roles`: who may run it (any one of them suffices)."""
+
+    def register(func: CommandFunc) -> CommandFunc:
+        key = name.lower()
+        COMMANDS[key] = CommandSpec(key, func, frozenset(roles), usage, help, grants_access)
+        return func
+
+    return register
+
+
+def permission_refusal(spec: CommandSpec, roles: set[Role], policy: Policy) -> str | None:
+    """Why this person may not run `spec` here, or None when they may."""
+    if spec.grants_access and Role.APPLICANT in roles and policy.maintainers.forbid_self_approval:
+        return (f"/{spec.name} can't be used on your own request, even by a maintainer: "
+                "another maintainer has to decide.")
+    if roles & spec.roles:
+        return None
+    if spec.roles == {Role.APPLICANT}:
+        return f"Only the person who opened this request can use /{spec.name}."
+    if Role.APPLICANT in spec.roles:
+        return f"Only maintainers of this repository and the applicant can use /{spec.name}."
+    return f"Only maintainers of this repository can use /{spec.name}."
+
+
+def commands_for(roles: set[Role], policy: Policy) -> list[CommandSpec]:
+    """The commands this person may run (for /help)."""
+    return [spec for spec in COMMANDS.values() if permission_refusal(spec, roles, policy) is None]
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline for one comment
+# --------------------------------------------------------------------------------------------
+
+REACTION_READ = "eyes"
+REACTION_DONE = "+1"
+REACTION_REFUSED = "confused"
+
+
+def run_comment(ctx: Context, event: Event) -> list[Outcome]:
+    """Run the commands of a new comment on a request issue; returns their outcomes.
+
+    Exactly once per comment: the first run records an audit row keyed by the comment id, in
+    the same transaction as everything the commands change, so a redelivered or retried event
+    finds it and does nothing (no second reply, no second decision).
+    """
+    from bot import applications
+
+    payload = event.payload
+    comment = payload.get("comment") or {}
+    issue = payload.get("issue") or {}
+    repo = event.repo
+    user = comment.get("user") or {}
+    if not repo or "pull_request" in issue or not comment.get("id"):
+        return []
+    if user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]"):
+        return []
+    parsed = parse_commands(comment.get("body"))
+    if not parsed:
+        return []
+    request = applications.request_for_issue(ctx, repo, issue)
+    if request is None:
+        return []  # not a special-access request: commands here are none of our business
+    if not audit.claim_once(ctx.session, f"comment:{comment['id']}", user.get("login", "?"), "command.comment",
+                            request_id=request.id, subject=f"{repo}#{issue.get('number')}",
+                            source=comment.get("html_url"), details={"commands": [c.name for c in parsed]}):
+        log.info("comment %s on %s#%s already handled", comment["id"], repo, issue.get("number"))
+        return []
+    gh = ctx.github
+    _react(gh, repo, comment["id"], REACTION_READ)
+    roles = resolve_role(gh, repo, user.get("login", ""), int(user.get("id") or 0), False, request, ctx.policy)
+    cmd_ctx = CommandContext(ctx=ctx, repo=repo, issue=issue, comment=comment, actor=user.get("login", ""),
+                             actor_id=int(user.get("id") or 0), roles=roles, request=request,
+                             source=comment.get("html_url") or f"comment:{comment['id']}")
+    outcomes = [_run_one(cmd_ctx, cmd) for cmd in parsed]
+    _reply(cmd_ctx, parsed, outcomes)
+    _react(gh, repo, comment["id"], REACTION_DONE if all(o.ok for o in outcomes) else REACTION_REFUSED)
+    return outcomes
+
+
+def _react(gh, repo: str, comment_id: int, content: str) -> None:
+    """Reactions are an acknowledgement, not an effect: a comment deleted meanwhile (404) or a
+    refused reaction must not undo the commands. Outages (5xx, rate limits) still retry."""
+    from bot.github import GitHubError, GitHubUnavailable
+
+    try:
+        gh.add_reaction(repo, comment_id, content)
+    except GitHubUnavailable:
+        raise
+    except GitHubError as exc:
+        log.info("could not react %s on comment %s in %s: %s", content, comment_id, repo, exc)
+
+
+def _run_one(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    spec = COMMANDS.get(cmd.name)
+    if spec is None:
+        outcome = Outcome.refused(f"I don't know the command /{cmd.name}. Type /help to see the commands you "
+                                  "can use here.")
+    else:
+        why_not = permission_refusal(spec, cmd_ctx.roles, cmd_ctx.policy)
+        outcome = Outcome.refused(why_not) if why_not else spec.func(cmd_ctx, cmd)
+    audit.record(cmd_ctx.session, cmd_ctx.actor, f"command.{cmd.name}"[:64], request_id=cmd_ctx.request.id,
+                 subject=f"{cmd_ctx.repo}#{cmd_ctx.request.issue_number}", source=cmd_ctx.source,
+                 details={"status": outcome.status, "args": list(cmd.args)[:10], "message": outcome.message})
+    return outcome
+
+
+_SAFE_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+
+
+def safe_mention(login: str) -> Trusted:
+    """@login for a GitHub login (which can only hold letters, digits and '-'), else escaped."""
+    if _SAFE_LOGIN.match(login or ""):
+        return Trusted(f"@{login}")
+    return Trusted(escape_user_text(login, 40))
+
+
+def _reply(cmd_ctx: CommandContext, parsed: list[ParsedCommand], outcomes: list[Outcome]) -> None:
+    """One reply per comment, for everything that was not a decision (refusals, no-ops, help)."""
+    items = [(cmd, o) for cmd, o in zip(parsed, outcomes, strict=True) if o.message or o.markdown]
+    if not items:
+        return
+    body = render(
+        "command_reply.md",
+        marker=Trusted(marker("reply", cmd_ctx.comment["id"])),
+        mention=safe_mention(cmd_ctx.actor),
+        items=[{"name": cmd.name, "status": o.status, "message": o.message or "", "details": o.details,
+                "markdown": o.markdown} for cmd, o in items],
+    )
+    cmd_ctx.ctx.github.post_comment_once(cmd_ctx.repo, cmd_ctx.request.issue_number,
+                                         marker("reply", cmd_ctx.comment["id"]), body)
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in commands
+# --------------------------------------------------------------------------------------------
+
+
+def _applications():
+    from bot import applications
+
+    return applications
+
+
+@command("approve", roles={MAINTAINER}, usage="/approve [tier] [--force]", grants_access=True,
+         help="Approve the request, on the requested tier or the one named. --force approves despite "
+              "failed checks.")
+def approve_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    apps = _applications()
+    unknown_flags = cmd.flags - {"--force"}
+    if unknown_flags:
+        return Outcome.refused(f"I don't know the option {sorted(unknown_flags)[0]}. Usage: /approve [tier] [--force]")
+    words = cmd.words
+    if len(words) > 1:
+        return Outcome.refused("/approve takes at most one tier name. Usage: /approve [tier] [--force]")
+    result = apps.approve(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor, tier=words[0] if words else None,
+                          force="--force" in cmd.flags, source=cmd_ctx.source)
+    return Outcome.from_result(result)
+
+
+@command("reject", roles={MAINTAINER}, usage="/reject <reason>",
+         help="Decline the request and close the issue; the reason is shown to the applicant.")
+def reject_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    if not cmd.text:
+        return Outcome.refused("Please give the applicant a reason: /reject <reason>")
+    return Outcome.from_result(_applications().reject(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor, cmd.text,
+                                                      source=cmd_ctx.source))
+
+
+@command("needs-info", roles={MAINTAINER}, usage="/needs-info <message>",
+         help="Ask the applicant for changes; the issue stays open.")
+def needs_info_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    if not cmd.text:
+        return Outcome.refused("Please say what is missing: /needs-info <message>")
+    return Outcome.from_result(_applications().needs_info(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor, cmd.text,
+                                                          source=cmd_ctx.source))
+
+
+def _grant_or_refusal(cmd_ctx: CommandContext):
+    from bot import grants
+
+    grant = grants.grant_for_request(cmd_ctx.session, cmd_ctx.request)
+    if grant is None:
+        return None, Outcome.refused("This request has no grant yet: there is nothing to change. "
+                                     "Approve it first with /approve.")
+    return grant, None
+
+
+@command("tier", roles={MAINTAINER}, usage="/tier <tier>", grants_access=True,
+         help="Move the approved grant to another tier.")
+def tier_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    words = cmd.words
+    if len(words) != 1:
+        return Outcome.refused(f"Please name one tier: /tier <tier> (tiers: {', '.join(cmd_ctx.policy.tier_names)})")
+    grant, refusal = _grant_or_refusal(cmd_ctx)
+    if refusal:
+        return refusal
+    return Outcome.from_result(_applications().change_tier(cmd_ctx.ctx, grant, cmd_ctx.actor, words[0],
+                                                           source=cmd_ctx.source))
+
+
+@command("revoke", roles={MAINTAINER}, usage="/revoke <reason>",
+         help="Revoke the approved grant (its keys stop working); the reason is shown to the applicant.")
+def revoke_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    if not cmd.text:
+        return Outcome.refused("Please give the applicant a reason: /revoke <reason>")
+    grant, refusal = _grant_or_refusal(cmd_ctx)
+    if refusal:
+        return refusal
+    return Outcome.from_result(_applications().revoke(cmd_ctx.ctx, grant, cmd_ctx.actor, cmd.text,
+                                                      source=cmd_ctx.source))
+
+
+@command("recheck", roles={MAINTAINER, APPLICANT}, usage="/recheck",
+         help="Run the checks again (after a fix outside the issue, e.g. a DNS change).")
+def recheck_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    return Outcome.from_result(_applications().recheck(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor))
+
+
+@command("withdraw", roles={APPLICANT}, usage="/withdraw",
+         help="Cancel your request and close the issue.")
+def withdraw_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    return Outcome.from_result(_applications().withdraw(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor,
+                                                        source=cmd_ctx.source))
+
+
+@command("help", roles={MAINTAINER, APPLICANT}, usage="/help", help="List the commands you can use here.")
+def help_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
+    specs = commands_for(cmd_ctx.roles, cmd_ctx.policy)
+    block = render("help.md", commands=[{"usage": s.usage, "help": s.help} for s in specs],
+                   tiers=cmd_ctx.policy.tier_names)
+    return Outcome.done(markdown=Trusted(block))
