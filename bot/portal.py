@@ -1,0 +1,308 @@
+"""The developer portal: "My access" for a signed-in applicant, self-service and key management.
+
+Applicants sign in with GitHub (bot.auth, the same login as the claim page). Everything here is
+matched on the numeric GitHub user id; a grant that belongs to somebody else answers 404, so
+nothing about it is revealed. The issue workflow stays the source of truth: the portal shows
+requests and grants, and its actions call the same services as the slash-commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
+from sqlmodel import Session
+
+from bot import domain_changes, keys, page_format, self_service
+from bot.access import my_access, owned_grant
+from bot.auth import login_required
+from bot.db import session_scope
+from bot.errors import RetryLater
+from bot.github import GitHubError
+from bot.models import ApiKey, DomainChange
+from bot.permissions import PermissionUnknown, installation_for, served_repositories
+from bot.web import check_csrf, no_store
+from bot.web_permissions import cached_scope, is_maintainer_quietly, runtime, signed_in_user
+
+bp = Blueprint("portal", __name__)
+page_format.register(bp)
+
+NOT_YOURS = "There is no such grant among yours."
+SOURCE = "portal"  # what the audit rows of portal actions point at
+
+
+@bp.before_request
+def _csrf() -> None:
+    check_csrf()
+
+
+@bp.errorhandler(403)
+@bp.errorhandler(404)
+@bp.errorhandler(503)
+def _error(error):
+    titles = {403: "Not allowed", 404: "Not found", 503: "Try again soon"}
+    return render_template("pages/portal_error.html", title=titles.get(error.code, "Error"),
+                           message=error.description, back_url=url_for("portal.home"),
+                           back_label="Back to My access"), error.code
+
+
+@bp.app_context_processor
+def _navigation():
+    return {"portal_nav_links": nav_links}
+
+
+def nav_links() -> list[tuple[str, str]]:
+    """Links for the page header. Uses only the cached maintainer answer: no GitHub call here."""
+    if signed_in_user() is None:
+        return []
+    links = [("My access", url_for("portal.home"))]
+    scope = cached_scope()
+    if scope is not None and scope.is_maintainer and "dashboard.queue" in current_app.view_functions:
+        links.append(("Dashboard", url_for("dashboard.queue")))
+    return links
+
+
+def issue_form_url(repo: str | None, **answers: str) -> str | None:
+    """The request form on GitHub, pre-filled with `answers` (role -> value), or None without a repo."""
+    if not repo:
+        return None
+    rt = runtime()
+    roles = rt.policy.form.roles
+    params = {"template": PurePosixPath(rt.policy.form.template_path).name}
+    params.update({roles.get(role, role.replace("_", "-")): value for role, value in answers.items() if value})
+    return f"{rt.settings.github_url}/{repo}/issues/new?{urlencode(params)}"
+
+
+def request_repository(db: Session) -> str | None:
+    """Where new requests go: the first repository Beekeeper serves."""
+    repos = served_repositories(db, runtime().policy)
+    return repos[0] if repos else None
+
+
+def higher_tiers(policy) -> list:
+    """Tiers an applicant can ask for with the issue form (above self-service, up to the cap)."""
+    base = policy.self_service_tier
+    cap = policy.tier(policy.max_requestable_tier) if policy.max_requestable_tier else None
+    return [t for t in sorted(policy.tiers, key=lambda t: t.rank)
+            if (base is None or t.rank > base.rank) and (cap is None or t.rank <= cap.rank)]
+
+
+@bp.get("/me")
+@login_required
+def home():
+    user = signed_in_user()
+    rt = runtime()
+    is_maintainer_quietly()  # warms the cached answer the header's Dashboard link reads
+    with Session(rt.engine) as db:
+        access = my_access(db, rt.policy, user.id)
+        repo = request_repository(db)
+    tiers = higher_tiers(rt.policy)
+    upgrade_links = {
+        view.grant.id: [(t, issue_form_url(repo, app_name=view.grant.app_id, referrer=view.grant.app_id, tier=t.name))
+                        for t in tiers if view.tier is None or t.rank > view.tier.rank]
+        for view in access.grants if view.active
+    }
+    return render_template(
+        "pages/portal_home.html",
+        user=user,
+        access=access,
+        policy=rt.policy,
+        self_service=self_service_offer(access),
+        request_links=[(t, issue_form_url(repo, tier=t.name)) for t in tiers],
+        upgrade_links=upgrade_links,
+        github_url=rt.settings.github_url,
+    )
+
+
+def self_service_offer(access) -> dict | None:
+    """What the home page offers for self-service, or None when the policy switched it off."""
+    policy = runtime().policy
+    tier = policy.self_service_tier
+    if not policy.self_service.enabled or tier is None:
+        return None
+    # Mirrors the applicant checks (an active grant is flagged), so the offer is not a dead end.
+    return {"tier": tier, "available": not any(v.active for v in access.grants)}
+
+
+# --------------------------------------------------------------------------------------------
+# Self-service
+# --------------------------------------------------------------------------------------------
+
+
+def installation_client(db: Session, repo: str | None):
+    """The app's client for `repo` (account-age lookups, issue comments), or None if unreachable."""
+    if not repo:
+        return None
+    rt = runtime()
+    try:
+        return rt.github.for_installation(installation_for(db, rt.github, repo))
+    except PermissionUnknown:
+        return None
+
+
+@bp.route("/me/self-service", methods=["GET", "POST"])
+@login_required
+def self_service_page():
+    user = signed_in_user()
+    rt = runtime()
+    form = {"app_id": (request.form.get("app_id") or "").strip()[:39],
+            "domains": (request.form.get("domains") or "")[:4000]}
+    problems: list[str] = []
+    try:
+        with session_scope(rt.engine) as db:
+            repo = request_repository(db)
+            gh = installation_client(db, repo)
+            if request.method == "POST":
+                outcome = self_service.create(db, gh, rt.policy, user.id, user.login, form["app_id"], form["domains"])
+                if outcome.grant is not None:
+                    flash(f"Your {outcome.grant.tier} grant {outcome.grant.app_id} is ready. Claim its key below: "
+                          "it is shown once.", "success")
+                    return redirect(url_for("portal.home") + f"#grant-{outcome.grant.id}")
+                eligibility = self_service.Eligibility(rt.policy.self_service_tier)
+                if outcome.ineligible:
+                    eligibility.reasons = outcome.problems
+                else:
+                    problems = outcome.problems
+            else:
+                eligibility = self_service.eligibility(db, gh, rt.policy, user.id, user.login)
+    except (GitHubError, RetryLater):
+        abort(503, description="GitHub did not answer when we checked your account. Try again in a minute.")
+    if eligibility.tier is None:
+        abort(404, description="Self-service is not offered on this platform; use the request form instead.")
+    tier = eligibility.tier
+    return render_template("pages/portal_self_service.html", tier=tier, eligibility=eligibility, form=form,
+                           problems=problems, form_link=issue_form_url(repo, tier=tier.name))
+
+
+# --------------------------------------------------------------------------------------------
+# Domains
+# --------------------------------------------------------------------------------------------
+
+
+def _owned(db: Session, grant_id: int, user_id: int):
+    grant = owned_grant(db, grant_id, user_id)
+    if grant is None:
+        abort(404, description=NOT_YOURS)
+    return grant
+
+
+def _tell_issue(db: Session, grant, result, actor: str) -> None:
+    """Post the domain-change note on the grant's issue; a GitHub failure only costs the note."""
+    comment = domain_changes.issue_comment(grant, result, actor)
+    if comment is None:
+        return
+    gh = installation_client(db, grant.repo)
+    try:
+        if gh is None:
+            raise PermissionUnknown(grant.repo)
+        gh.post_comment_once(grant.repo, grant.issue_number, *comment)
+    except (GitHubError, RetryLater, PermissionUnknown):
+        flash("The maintainers could not be told in the issue just now; your request still waits in their queue.",
+              "info")
+
+
+@bp.post("/me/grants/<int:grant_id>/domains")
+@login_required
+def add_domain(grant_id: int):
+    user = signed_in_user()
+    rt = runtime()
+    raw = (request.form.get("domain") or "").strip()[:300]
+    try:
+        with session_scope(rt.engine) as db:
+            grant = _owned(db, grant_id, user.id)
+            result = domain_changes.request_add(db, rt.policy, grant, user.login, user.id, raw)
+        if result.status == "pending":
+            with Session(rt.engine) as db:
+                _tell_issue(db, grant, result, user.login)
+            flash(f"{result.domain} waits for a maintainer's review; it works once they add it.", "info")
+        else:
+            flash(f"{result.domain} was added. Gateways pick it up with the next allowlist version.", "success")
+    except domain_changes.Refused as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+@bp.post("/me/grants/<int:grant_id>/domains/<int:domain_id>/remove")
+@login_required
+def remove_domain(grant_id: int, domain_id: int):
+    user = signed_in_user()
+    try:
+        with session_scope(runtime().engine) as db:
+            result = domain_changes.remove(db, _owned(db, grant_id, user.id), domain_id, user.login)
+        flash(f"{result.domain} was removed; keys stop working from it with the next allowlist version.", "success")
+    except domain_changes.Refused as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+@bp.post("/me/grants/<int:grant_id>/domain-changes/<int:change_id>/withdraw")
+@login_required
+def withdraw_domain(grant_id: int, change_id: int):
+    user = signed_in_user()
+    try:
+        with session_scope(runtime().engine) as db:
+            grant = _owned(db, grant_id, user.id)
+            change = db.get(DomainChange, change_id)
+            if change is None or change.grant_id != grant.id:
+                abort(404, description="There is no such domain request on this grant.")
+            result = domain_changes.withdraw(db, change, user.login)
+        flash(f"You withdrew {result.domain}.", "success")
+    except domain_changes.Refused as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+# --------------------------------------------------------------------------------------------
+# Keys (bot.keys)
+# --------------------------------------------------------------------------------------------
+
+
+@bp.post("/me/grants/<int:grant_id>/keys/claim")
+@login_required
+def claim_key(grant_id: int):
+    """Make the grant's keys and show them once, in this response only (never cached)."""
+    user = signed_in_user()
+    rt = runtime()
+    try:
+        with session_scope(rt.engine) as db:
+            grant = _owned(db, grant_id, user.id)
+            issued = keys.claim(db, grant, user.id, prefix=rt.policy.keys.prefix, actor=user.login, source=SOURCE)
+            shown = [(item.kind, item.plaintext) for item in issued]
+    except keys.ClaimRefused as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+    return no_store(make_response(render_template("pages/portal_key.html", grant=grant, keys=shown)))
+
+
+@bp.post("/me/grants/<int:grant_id>/keys/rotate")
+@login_required
+def rotate_key(grant_id: int):
+    user = signed_in_user()
+    rt = runtime()
+    with session_scope(rt.engine) as db:
+        rotation = keys.rotate(db, _owned(db, grant_id, user.id), user.login,
+                               grace_hours=rt.policy.keys.rotation_grace_hours, source=SOURCE)
+    if rotation.changed and rotation.expires_at is not None:
+        flash(f"{rotation.message} Your current key keeps working until {page_format.when(rotation.expires_at)}.",
+              "success")
+    else:
+        flash(rotation.message, "success" if rotation.changed else ("info" if rotation.status == keys.NOOP
+                                                                     else "error"))
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+@bp.post("/me/grants/<int:grant_id>/keys/<int:key_id>/revoke")
+@login_required
+def revoke_key(grant_id: int, key_id: int):
+    user = signed_in_user()
+    with session_scope(runtime().engine) as db:
+        grant = _owned(db, grant_id, user.id)
+        key = db.get(ApiKey, key_id)
+        if key is None or key.grant_id != grant.id:
+            abort(404, description="There is no such key on this grant.")
+        done = keys.revoke_key(db, key, user.login, "revoked by its owner in the portal", source=SOURCE)
+        display = key.display
+    flash(f"{display} is revoked: gateways refuse it from the next allowlist version. Rotate to get a new key."
+          if done else f"{display} was already revoked.", "success" if done else "info")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")

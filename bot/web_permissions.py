@@ -1,0 +1,106 @@
+"""Permission checks for the portal and dashboard pages (the web half of bot.permissions).
+
+Every view states who may see it with a decorator (`login_required` from bot.auth for anyone
+signed in, `maintainer_required` here), and every action re-checks on
+the server what the object in hand allows (`require_scope_for(repo)`); nothing relies on a
+button being hidden. The maintainer answer from GitHub is cached in the signed session for
+SCOPE_TTL_SECONDS, keyed by the user's numeric id, so a page view costs no API call and a
+permission removed on GitHub stops working within minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import abort, current_app, g, redirect, session
+from sqlmodel import Session
+
+from bot import clock
+from bot.auth import current_user, login_url
+from bot.permissions import NOBODY, MaintainerScope, PermissionUnknown, maintainer_scope
+
+SCOPE_SESSION_KEY = "_maintainer_scope"
+SCOPE_TTL_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """The signed-in GitHub account, as the auth blueprint put it in the session."""
+
+    id: int
+    login: str
+
+
+def signed_in_user() -> WebUser | None:
+    """The signed-in user (bot.auth's current_user), reduced to what pages need."""
+    user = current_user()
+    if not user:
+        return None
+    return WebUser(id=int(user["id"]), login=str(user["login"]))
+
+
+def runtime():
+    return current_app.extensions["beekeeper"]
+
+
+def current_scope() -> MaintainerScope:
+    """Where the signed-in user is a maintainer (NOBODY when signed out). Cached in the session."""
+    if "maintainer_scope" in g:
+        return g.maintainer_scope
+    user = signed_in_user()
+    if user is None:
+        return NOBODY
+    now = clock.utcnow().timestamp()
+    scope = cached_scope()
+    if scope is None:
+        rt = runtime()
+        with Session(rt.engine) as db:
+            scope = maintainer_scope(db, rt.github, rt.policy, user.login)
+        session[SCOPE_SESSION_KEY] = {"uid": user.id, "at": now, "scope": scope.to_dict()}
+    g.maintainer_scope = scope
+    return scope
+
+
+def cached_scope() -> MaintainerScope | None:
+    """The session's still-fresh maintainer answer, without asking GitHub (None when unknown)."""
+    user = signed_in_user()
+    cached = session.get(SCOPE_SESSION_KEY)
+    if user is None or not cached or cached.get("uid") != user.id:
+        return None
+    if clock.utcnow().timestamp() - cached.get("at", 0) >= SCOPE_TTL_SECONDS:
+        return None
+    return MaintainerScope.from_dict(cached["scope"])
+
+
+def is_maintainer_quietly() -> bool:
+    """For navigation links only: never raises, never decides access."""
+    try:
+        return current_scope().is_maintainer
+    except PermissionUnknown:
+        return False
+
+
+def maintainer_required(view):
+    """Signed in, and a maintainer somewhere Beekeeper serves; 403 for anyone else."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if signed_in_user() is None:
+            return redirect(login_url())
+        try:
+            scope = current_scope()
+        except PermissionUnknown:
+            abort(503, description="GitHub did not answer when we checked your permission. Try again in a minute.")
+        if not scope.is_maintainer:
+            abort(403, description="This page is for the platform's maintainers (write access to the "
+                                   "repository, or listed in the policy).")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def require_scope_for(repo: str | None) -> None:
+    """Abort 403 unless the signed-in maintainer may act on something tied to `repo`."""
+    if not current_scope().covers(repo):
+        abort(403, description=f"You are not a maintainer of {repo or 'this platform'}.")
