@@ -192,10 +192,14 @@ def tier_context(tier: Tier | None) -> dict:
             "concurrency": tier.concurrency, "daily_quota": tier.daily_quota}
 
 
-def actor_text(actor: str) -> str:
+def actor_text(actor: str, source: str | None = None) -> Trusted:
+    """Who decided, for a comment: "@maria via the dashboard", "@maria", or the policy."""
     if actor == SYSTEM:
-        return "the platform's policy (automatic approval)"
-    return actor
+        return Trusted("the platform's policy (automatic approval)")
+    login = actor.removeprefix("cli:")
+    via = {"dashboard": " via the dashboard", "cli": " via the command line"}.get(
+        "cli" if (source or "").startswith("cli") or actor.startswith("cli:") else (source or ""), "")
+    return Trusted(f"{mention(login)}{via}")
 
 
 def _decision_key(session: Session, action: str, *, request_id: int | None = None,
@@ -208,8 +212,7 @@ def _decision_key(session: Session, action: str, *, request_id: int | None = Non
     if grant_id is not None:
         statement = statement.where(AuditEvent.grant_id == grant_id)
     count = session.exec(statement).one()
-    target = f"g{grant_id}" if grant_id is not None else str(request_id)
-    return f"{action}:{target}:{count}"
+    return f"{action}:{count}"
 
 
 def _refresh_status(ctx: Context, request: AccessRequest, grant: Grant | None) -> None:
@@ -223,6 +226,8 @@ def publish(ctx: Context, request: AccessRequest, *, key: str, template: str, la
     """Tell the applicant: a decision comment (once per key), labels, close, status comment."""
     gh = ctx.github
     repo, number = request.repo, request.issue_number
+    # The marker is scoped by the comment's issue, never by a database id: a failed transaction
+    # that already posted the comment may give the request or grant a new id on its retry.
     body = render(template, marker=Trusted(marker("decision", key)), mention=mention(request.applicant_login),
                   **template_context)
     gh.post_comment_once(repo, number, marker("decision", key), body)
@@ -318,10 +323,10 @@ def approve(ctx: Context, request: AccessRequest, actor: str, *, tier: str | Non
     _decide(request, RequestState.APPROVED, actor)
     session.add(request)
     session.flush()
-    publish(ctx, request, key=f"approve:{request.id}", template="approved.md",
+    publish(ctx, request, key="approve", template="approved.md",
             labels_for=(RequestState.APPROVED, tier_obj.name), close_reason="completed", grant=grant,
             tier=tier_context(tier_obj), app_id=code(grant.app_id), domains=[code(d) for d in domains],
-            approver=actor_text(actor), automatic=actor == SYSTEM, forced=bool(problems),
+            approver=actor_text(actor, source), automatic=actor == SYSTEM, forced=bool(problems),
             public_url=Trusted(ctx.settings.public_url), app_id_value=Trusted(grant.app_id))
     return Result(DONE, f"Approved on tier {tier_obj.name}: grant #{grant.id} ({grant.app_id}).", request, grant)
 
@@ -344,7 +349,7 @@ def reject(ctx: Context, request: AccessRequest, actor: str, reason: str, *, sou
     session.add(request)
     session.flush()
     publish(ctx, request, key=key, template="rejected.md", labels_for=(RequestState.REJECTED, None),
-            close_reason="not_planned", reason=quote_block(reason), approver=actor_text(actor))
+            close_reason="not_planned", reason=quote_block(reason), approver=actor_text(actor, source))
     return Result(DONE, "Rejected.", request)
 
 
@@ -366,7 +371,7 @@ def needs_info(ctx: Context, request: AccessRequest, actor: str, message: str, *
     session.add(request)
     session.flush()
     publish(ctx, request, key=key, template="needs_info.md", labels_for=(RequestState.NEEDS_INFO, None),
-            message=quote_block(message), approver=actor_text(actor))
+            message=quote_block(message), approver=actor_text(actor, source))
     return Result(DONE, "Asked the applicant for more information.", request)
 
 
@@ -417,7 +422,7 @@ def change_tier(ctx: Context, grant: Grant, actor: str, tier: str, *, source: st
     if request is not None:
         publish(ctx, request, key=key, template="tier_changed.md", labels_for=(RequestState.APPROVED, tier_obj.name),
                 grant=grant, tier=tier_context(tier_obj), previous=previous, app_id=code(grant.app_id),
-                approver=actor_text(actor))
+                approver=actor_text(actor, source))
     return Result(DONE, f"Grant {grant.app_id} moved from tier {previous} to {tier_obj.name}.", request, grant)
 
 
@@ -434,9 +439,9 @@ def revoke(ctx: Context, grant: Grant, actor: str, reason: str, *, source: str) 
         _decide(request, RequestState.REVOKED, actor, reason)
         session.add(request)
         session.flush()
-        publish(ctx, request, key=f"revoke:g{grant.id}", template="revoked.md",
+        publish(ctx, request, key="revoke", template="revoked.md",
                 labels_for=(RequestState.REVOKED, None), grant=grant, reason=quote_block(reason),
-                app_id=code(grant.app_id), approver=actor_text(actor))
+                app_id=code(grant.app_id), approver=actor_text(actor, source))
     return Result(DONE, f"Grant {grant.app_id} revoked.", request, grant)
 
 

@@ -114,7 +114,12 @@ def test_command_matrix(policy, name, maintainer, applicant, nobody):
 
 
 def test_help_lists_only_what_the_person_may_use(policy):
-    assert {s.name for s in commands_for({APPLICANT}, policy)} == {"recheck", "withdraw", "help"}
+    from bot.handlers import load_handlers
+
+    load_handlers()  # every command module registered, as in the worker
+    applicant = {s.name for s in commands_for({APPLICANT}, policy)}
+    assert {"recheck", "withdraw", "help"} <= applicant
+    assert not {"approve", "reject", "tier", "revoke", "needs-info"} & applicant
     maintainer = {s.name for s in commands_for({MAINTAINER}, policy)}
     assert {"approve", "reject", "tier", "revoke"} <= maintainer and "withdraw" not in maintainer
 

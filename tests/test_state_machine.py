@@ -301,7 +301,7 @@ def test_revoke_frees_the_domains_and_keeps_the_rows(ctx, session, fake_github, 
     assert domain.active is False and domain.removed_at is not None
     assert session.get(AccessRequest, grant.request_id).state == RequestState.REVOKED
     assert fake_github.issue_labels(REPO, 1) == ["special-access"]
-    [comment] = decisions(fake_github, f"revoke:g{grant.id}")
+    [comment] = decisions(fake_github, "revoke")
     assert "Terms violated" in comment["body"]
     before = snapshot(session, fake_github)
     assert apps.revoke(ctx, grant, "mo-maint", "again", source=SOURCE).status == "noop"
