@@ -1,0 +1,688 @@
+"""The gateway client: pull, verify and query the allowlist from inside an API gateway.
+
+No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway keeps one
+`AllowlistClient`, polls it (or lets `start()` poll in a thread) and asks `check()` per request:
+
+    client = AllowlistClient("https://beekeeper.example/v1/allowlist", os.environ["BEEKEEPER_GATEWAY_KEY"],
+                             poll_interval=10)
+    client.poll()          # first load; then client.start() polls every 10 s in the background
+    decision = client.check(key=api_key, origin=request.headers.get("Origin"))
+    if not decision.allowed:
+        return 403, decision.reason
+    rate_limit(decision.app_id, decision.limits)
+
+What it guarantees:
+* every document is a compact JWS verified against the JWKS (refetched once on an unknown kid),
+  and its `typ` must be the allowlist's, so nothing else signed by the same key is accepted;
+* a document whose version is lower than the one held (a rollback) is refused, as is one whose
+  `expires_at` has passed; a delta must follow the version held;
+* once the held document expires, `check()` refuses everything (fails closed) until a fresh one
+  is loaded;
+* keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
+  revoked and expired keys are refused with their reason; a publishable key, a referrer name and
+  an Origin only count when the request's Origin/Referer host is one of the grant's domains —
+  exactly, or under a declared leading wildcard (`*.example.com` covers every subdomain of
+  example.com, not example.com itself). Never by substring: `evil-example.com` and
+  `example.com.evil.io` do not match `example.com`.
+
+Tests inject the HTTP session (`session=`) and the clock (`clock=`, seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urljoin
+
+import jwt
+import requests
+
+from bot import keyformat
+
+log = logging.getLogger("beekeeper.gateway")
+
+DOCUMENT_TYPE = "beekeeper-allowlist+json"  # the JWS `typ` the bot signs with (bot.signing)
+ALGORITHMS = ["EdDSA"]
+
+UPDATED = "updated"
+NOT_MODIFIED = "not-modified"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and decisions
+# --------------------------------------------------------------------------------------------
+
+
+class AllowlistError(Exception):
+    """A poll did not load a new document; the one held (if any) stays in force until it expires."""
+
+
+class FetchError(AllowlistError):
+    """The allowlist or the JWKS could not be fetched (network, HTTP status)."""
+
+
+class AuthError(FetchError):
+    """The bot refused the gateway credential (401)."""
+
+
+class SignatureError(AllowlistError):
+    """Not a valid JWS of an allowlist by a published key."""
+
+
+class DocumentError(AllowlistError):
+    """A verified document that makes no sense (malformed, or a delta that does not follow ours)."""
+
+
+class RollbackError(AllowlistError):
+    """The document's version is lower than the one held."""
+
+
+class ExpiredDocumentError(AllowlistError):
+    """The document's expires_at has passed."""
+
+
+class Decision(NamedTuple):
+    allowed: bool
+    tier: str | None
+    limits: MappingProxyType | None
+    app_id: str | None
+    reason: str
+
+
+def _deny(reason: str) -> Decision:
+    return Decision(False, None, None, None, reason)
+
+
+NOT_LOADED = _deny("allowlist not loaded")
+LIST_EXPIRED = _deny("allowlist expired")
+NO_CREDENTIALS = _deny("no key, referrer or origin")
+MALFORMED_KEY = _deny("malformed key")
+UNKNOWN_KEY = _deny("unknown key")
+KEY_REVOKED = _deny("key revoked")
+KEY_EXPIRED = _deny("key expired")
+ORIGIN_REQUIRED = _deny("origin required")
+ORIGIN_NOT_ALLOWED = _deny("origin not allowed for this grant")
+UNKNOWN_ORIGIN = _deny("unknown origin")
+UNKNOWN_REFERRER = _deny("unknown referrer")
+UNKNOWN_TIER = _deny("tier not in the allowlist")
+
+ALLOWED_SECRET_KEY = "secret key"  # noqa: S105 - a reason, not a password
+ALLOWED_PUBLISHABLE_KEY = "publishable key"
+ALLOWED_ORIGIN = "origin"
+ALLOWED_REFERRER = "referrer"
+_DECISION_SLOTS = {ALLOWED_SECRET_KEY: "_secret", ALLOWED_PUBLISHABLE_KEY: "_publishable", ALLOWED_ORIGIN: "_origin",
+                   ALLOWED_REFERRER: "_referrer"}
+
+
+# --------------------------------------------------------------------------------------------
+# Hosts
+# --------------------------------------------------------------------------------------------
+
+_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+
+
+@lru_cache(maxsize=8192)
+def host_of(value: str) -> str | None:
+    """The normalised host (lowercase punycode, no port, no trailing dot) of an Origin value, a
+    Referer URL or a bare host name; None when there is none or it is not a valid host name."""
+    value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme.lower() not in ("http", "https"):
+            return None
+    else:
+        rest = value
+    for end in "/?#\\":
+        rest = rest.split(end, 1)[0]
+    authority = rest.rpartition("@")[2]
+    if authority.startswith("["):  # an IPv6 literal never matches a domain
+        return None
+    host, colon, port = authority.partition(":")
+    if colon and not port.isdigit():
+        return None
+    host = host.rstrip(".").lower()
+    if not host.isascii():
+        try:
+            import idna
+
+            host = idna.encode(host, uts46=True).decode()
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return None
+    if len(host) > 253 or not _HOST.fullmatch(host):
+        return None
+    return host
+
+
+def host_matches(host: str, domains: Iterable[str]) -> bool:
+    """Whether `host` is one of `domains`, or a subdomain of a `*.`-declared one (the rule the
+    client applies; see the module docstring)."""
+    for domain in domains:
+        if domain.startswith("*."):
+            if host.endswith(domain[1:]) and len(host) > len(domain) - 1:
+                return True
+        elif host == domain:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# The held allowlist (an immutable snapshot, swapped whole by a poll)
+# --------------------------------------------------------------------------------------------
+
+
+class _Tier:
+    __slots__ = ("name", "limits")
+
+    def __init__(self, name: str, limits: dict[str, Any]):
+        self.name = name
+        self.limits = MappingProxyType(dict(limits))
+
+
+class _Grant:
+    __slots__ = ("app_id", "tier", "version", "domains", "hosts", "suffixes", "names", "keys",
+                 "_secret", "_publishable", "_origin", "_referrer")
+
+    def __init__(self, app_id: str, tier: _Tier | None, version: int, domains: tuple[str, ...],
+                 names: tuple[str, ...]):
+        self.app_id = app_id
+        self.tier = tier
+        self.version = version
+        self.domains = domains
+        # Tuples, not sets: a grant has a handful of domains, and a small tuple is far lighter.
+        self.hosts = tuple(d for d in domains if not d.startswith("*."))
+        self.suffixes = tuple(d[2:] for d in domains if d.startswith("*."))
+        self.names = names
+        self.keys: tuple[_Key, ...] = ()
+        self._secret = self._publishable = self._origin = self._referrer = None
+
+    def allow(self, reason: str) -> Decision:
+        """The grant's allowing Decision for `reason`, made once and shared (Decisions are immutable)."""
+        slot = _DECISION_SLOTS[reason]
+        decision = getattr(self, slot)
+        if decision is None:
+            if self.tier is None:
+                return UNKNOWN_TIER
+            decision = Decision(True, self.tier.name, self.tier.limits, self.app_id, reason)
+            setattr(self, slot, decision)
+        return decision
+
+    def serves(self, host: str) -> bool:
+        if host in self.hosts:
+            return True
+        if self.suffixes:
+            index = host.find(".")
+            while index >= 0:
+                if host[index + 1 :] in self.suffixes:
+                    return True
+                index = host.find(".", index + 1)
+        return False
+
+
+class _Key:
+    __slots__ = ("digest", "grant", "publishable", "expires", "revoked", "unconditional")
+
+    def __init__(self, digest: bytes, grant: _Grant, publishable: bool, expires: float | None, revoked: bool):
+        self.digest = digest
+        self.grant = grant
+        self.publishable = publishable
+        self.expires = expires
+        self.revoked = revoked
+        # A secret key that never expires and is not revoked needs no further check.
+        self.unconditional = (grant.allow(ALLOWED_SECRET_KEY)
+                              if not publishable and expires is None and not revoked else None)
+
+
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _b64url_decode(segment: bytes) -> bytes:
+    """Strict base64url without padding (ValueError otherwise), at C speed."""
+    if segment.translate(None, _B64URL_ALPHABET) or len(segment) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+
+
+@contextmanager
+def _gc_paused():
+    """Building an index of 100 000 grants allocates millions of objects; the cyclic collector
+    would walk them all again and again while they are made (none of them forms a cycle)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _timestamp(value: str | None) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class _Snapshot:
+    """Indexes of one allowlist version: key hash → key, host → grant, wildcard base → grant,
+    referrer name → grant. Never changed once built; a delta builds the next one."""
+
+    __slots__ = ("version", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
+                 "by_host", "by_suffix", "by_name", "key_length")
+
+    def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
+        self.version = doc["version"]
+        self.expires = _timestamp(doc["expires_at"])
+        self.generated = _timestamp(doc["generated_at"])
+        self.prefix = doc["key_prefix"]
+        self.key_length = len(self.prefix) + 4 + keyformat.RANDOM_LENGTH + keyformat.CHECKSUM_LENGTH
+        self.tiers_raw = doc["tiers"]
+        self.tiers = {name: _Tier(name, t["limits"]) for name, t in doc["tiers"].items()}
+        if base is None:
+            self.grants, self.by_hash, self.by_host, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
+        elif base.tiers_raw != self.tiers_raw:  # tiers changed: every grant's limits may have
+            self.grants, self.by_hash, self.by_host, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
+            for grant in base.grants.values():
+                self._add(self._regrant(grant))
+        else:
+            self.grants, self.by_hash = dict(base.grants), dict(base.by_hash)
+            self.by_host, self.by_suffix, self.by_name = dict(base.by_host), dict(base.by_suffix), dict(base.by_name)
+        for tombstone in doc.get("removed", ()):
+            self._remove(tombstone["app_id"])
+        for entry in doc["grants"]:
+            self._remove(entry["app_id"])
+            self._add(self._grant(entry))
+
+    def _grant(self, entry: dict[str, Any]) -> _Grant:
+        grant = _Grant(entry["app_id"], self.tiers.get(entry["tier"]), entry["version"],
+                       tuple(entry["domains"]), tuple(entry["referrers"]))
+        grant.keys = tuple(
+            _Key(bytes.fromhex(k["sha256"]), grant, k["kind"] == "publishable", _timestamp(k.get("expires_at")),
+                 k.get("revoked_at") is not None)
+            for k in entry["keys"]
+        )
+        return grant
+
+    def _regrant(self, old: _Grant) -> _Grant:
+        grant = _Grant(old.app_id, self.tiers.get(old.tier.name if old.tier else ""), old.version, old.domains,
+                       old.names)
+        grant.keys = tuple(_Key(k.digest, grant, k.publishable, k.expires, k.revoked) for k in old.keys)
+        return grant
+
+    def _add(self, grant: _Grant) -> None:
+        self.grants[grant.app_id] = grant
+        for key in grant.keys:
+            self.by_hash[key.digest] = key
+        for host in grant.hosts:
+            self.by_host[host] = grant
+        for suffix in grant.suffixes:
+            self.by_suffix[suffix] = grant
+        for name in grant.names:
+            self.by_name[name] = grant
+
+    def _remove(self, app_id: str) -> None:
+        grant = self.grants.pop(app_id, None)
+        if grant is None:
+            return
+        for key in grant.keys:
+            if self.by_hash.get(key.digest) is key:
+                del self.by_hash[key.digest]
+        for index, values in ((self.by_host, grant.hosts), (self.by_suffix, grant.suffixes),
+                              (self.by_name, grant.names)):
+            for value in values:
+                if index.get(value) is grant:
+                    del index[value]
+
+    def grant_for_host(self, host: str) -> _Grant | None:
+        grant = self.by_host.get(host)
+        if grant is None and self.by_suffix:
+            by_suffix = self.by_suffix
+            index = host.find(".")
+            while index >= 0:  # a.b.example.com → b.example.com, example.com, com
+                grant = by_suffix.get(host[index + 1 :])
+                if grant is not None:
+                    break
+                index = host.find(".", index + 1)
+        return grant
+
+
+# The checksum check, written for speed: the CRC32 of the key without its checksum, in base62 as
+# bot.keyformat writes it (6 digits = three pairs), compared with the key's last 6 bytes.
+_PAIRS = [(a + b).encode() for a in keyformat.BASE62 for b in keyformat.BASE62]
+_crc32 = zlib.crc32
+_sha256 = hashlib.sha256
+
+
+def checksum_ok(key: bytes) -> bool:
+    """keyformat's checksum of `key` (as bytes) is right; agrees with keyformat.parse (tested)."""
+    crc = _crc32(key[:-6])
+    return key[-6:] == _PAIRS[crc // 14776336] + _PAIRS[crc // 3844 % 3844] + _PAIRS[crc % 3844]
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------
+
+
+class AllowlistClient:
+    """Holds the newest verified allowlist and answers `check()` from memory."""
+
+    def __init__(self, url: str, gateway_key: str | None = None, *, jwks_url: str | None = None,
+                 jwks: dict[str, Any] | None = None, poll_interval: float = 30.0,
+                 session: requests.Session | None = None, clock: Callable[[], float] = time.time,
+                 timeout: float = 30.0):
+        """`url`: the bot's /v1/allowlist (or a published copy of the signed document);
+        `gateway_key`: the `<prefix>_gw_…` credential (None for a published copy);
+        `jwks_url`: default `/.well-known/jwks.json` on the same host; `jwks`: pinned keys instead;
+        `clock`: seconds since the epoch (injectable for tests)."""
+        if gateway_key is not None and not keyformat.is_valid(gateway_key, kind="gw"):
+            raise ValueError("gateway_key is not a gateway credential (<prefix>_gw_…) with a valid checksum")
+        self.url = url
+        self.jwks_url = jwks_url or urljoin(url, "/.well-known/jwks.json")
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self._gateway_key = gateway_key
+        self._http = session or requests.Session()
+        self._clock = clock
+        self._pinned = jwks is not None
+        self._keys: dict[str, jwt.PyJWK] = self._parse_jwks(jwks) if jwks is not None else {}
+        self._state: _Snapshot | None = None
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+        self.last_error: AllowlistError | None = None
+        self.last_success: float | None = None
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int | None:
+        return self._state.version if self._state else None
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._state.expires if self._state else None
+
+    @property
+    def grant_count(self) -> int:
+        return len(self._state.grants) if self._state else 0
+
+    def is_fresh(self) -> bool:
+        state = self._state
+        return state is not None and self._clock() < state.expires
+
+    # -- polling ------------------------------------------------------------------------------
+
+    def poll(self) -> str:
+        """Fetch what changed since the version held; UPDATED or NOT_MODIFIED.
+        Raises an AllowlistError (and keeps the held document) when nothing trustworthy came."""
+        with self._poll_lock:
+            try:
+                result = self._poll()
+            except AllowlistError as exc:
+                self.last_error = exc
+                raise
+            self.last_error = None
+            self.last_success = self._clock()
+            return result
+
+    def _poll(self) -> str:
+        held = self._state
+        response = self._get_document(since=held.version if held else None, etag=self._etag if held else None)
+        if response.status_code == 410 and held is not None:
+            log.info("allowlist: delta since %s unavailable, pulling the full list", held.version)
+            response = self._get_document(since=None, etag=None)
+        if response.status_code == 304:
+            return NOT_MODIFIED
+        if response.status_code == 401:
+            raise AuthError("the bot refused the gateway credential (401)")
+        if response.status_code != 200:
+            raise FetchError(f"GET {self.url} answered {response.status_code}")
+        doc = self._verify(response.content.strip())
+        if self._apply(doc):
+            self._etag = response.headers.get("ETag")
+            return UPDATED
+        return NOT_MODIFIED
+
+    def _get_document(self, since: int | None, etag: str | None) -> requests.Response:
+        headers = {"Accept": "application/jose"}
+        if self._gateway_key:
+            headers["Authorization"] = f"Bearer {self._gateway_key}"
+        if etag:
+            headers["If-None-Match"] = etag
+        params = {"since": str(since)} if since is not None else None
+        try:
+            return self._http.get(self.url, params=params, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise FetchError(f"GET {self.url} failed: {type(exc).__name__}") from exc
+
+    def _apply(self, doc: dict[str, Any]) -> bool:
+        """Make `doc` the held allowlist if it may be; False when it adds nothing."""
+        try:
+            version, since = doc["version"], doc.get("since")
+            expires = _timestamp(doc["expires_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DocumentError(f"malformed allowlist: {exc!r}") from None
+        if not isinstance(version, int) or (since is not None and not isinstance(since, int)):
+            raise DocumentError("malformed allowlist: version and since must be integers")
+        if expires <= self._clock():
+            raise ExpiredDocumentError(f"allowlist version {version} expired at {doc['expires_at']}")
+        held = self._state
+        if held is not None:
+            if version < held.version:
+                raise RollbackError(f"allowlist version {version} is older than the version held ({held.version})")
+            if since is not None and since > held.version:
+                raise DocumentError(f"delta since {since} does not follow the version held ({held.version})")
+            if version == held.version and expires <= held.expires:
+                return False  # the same version, no fresher: keep what we have
+        elif since is not None:
+            raise DocumentError("a delta arrived but no full allowlist is held")
+        try:
+            with _gc_paused():
+                state = _Snapshot(doc, base=held if since is not None else None)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DocumentError(f"malformed allowlist: {exc!r}") from None
+        self._state = state  # one assignment: check() sees the old or the new snapshot, whole
+        log.info("allowlist: version %s loaded (%d grants, expires %s)", version, len(state.grants),
+                 doc["expires_at"])
+        return True
+
+    # -- signatures ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_jwks(data: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+        keys = {}
+        for entry in data.get("keys", []):
+            if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519" or not entry.get("kid"):
+                continue
+            keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="EdDSA")
+        return keys
+
+    def refresh_jwks(self) -> None:
+        if self._pinned:
+            return
+        try:
+            response = self._http.get(self.jwks_url, timeout=self.timeout, headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            raise FetchError(f"GET {self.jwks_url} failed: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise FetchError(f"GET {self.jwks_url} answered {response.status_code}")
+        try:
+            self._keys = self._parse_jwks(response.json())
+        except (ValueError, jwt.PyJWKError) as exc:
+            raise FetchError(f"{self.jwks_url} is not a JWKS: {exc}") from None
+
+    def _verify(self, token: bytes) -> dict[str, Any]:
+        """The verified payload of a compact JWS. Parsed here rather than by pyjwt's decode, which
+        checks base64 byte by byte in Python (over 20 s for a 100 000-grant document); the
+        signature is still checked by pyjwt's EdDSA algorithm with the published JWK."""
+        parts = token.split(b".")
+        if len(parts) != 3:
+            raise SignatureError("not a compact JWS")
+        header_b64, payload_b64, signature_b64 = parts
+        try:
+            header = json.loads(_b64url_decode(header_b64))
+        except ValueError:
+            raise SignatureError("the JWS header is not base64url JSON") from None
+        if not isinstance(header, dict) or header.get("alg") not in ALGORITHMS or header.get("typ") != DOCUMENT_TYPE:
+            raise SignatureError(f"unexpected JWS header {header!r:.200}")
+        kid = header.get("kid")
+        key = self._keys.get(kid)
+        if key is None:
+            self.refresh_jwks()  # a rotation: the new key is published before it signs anything we see
+            key = self._keys.get(kid)
+        if key is None:
+            raise SignatureError(f"no published key has kid {kid!r}")
+        try:
+            signature = _b64url_decode(signature_b64)
+            valid = key.Algorithm.verify(header_b64 + b"." + payload_b64, key.key, signature)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise SignatureError(f"the signature does not verify with key {kid!r}")
+        try:
+            doc = json.loads(_b64url_decode(payload_b64))
+        except ValueError:
+            raise DocumentError("the signed payload is not base64url JSON") from None
+        if not isinstance(doc, dict):
+            raise DocumentError("the signed payload is not a JSON object")
+        return doc
+
+    # -- background polling -------------------------------------------------------------------
+
+    def start(self) -> AllowlistClient:
+        """Poll every `poll_interval` seconds in a daemon thread (errors are logged, not raised)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="allowlist-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except AllowlistError as exc:
+                log.warning("allowlist poll failed: %s", exc)
+            self._stop.wait(self.poll_interval)
+
+    def __enter__(self) -> AllowlistClient:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def check(self, key: str | None = None, origin: str | None = None, referrer: str | None = None) -> Decision:
+        """May this request use the API, and under which grant?
+
+        `key`: the API key the request carries; `origin`: its Origin header (or its Referer URL,
+        or a bare host); `referrer`: a referrer name (an app id) the request claims — or a
+        Referer URL, whose host is then used when `origin` is missing."""
+        state = self._state
+        if state is None:
+            return NOT_LOADED
+        now = self._clock()
+        if now >= state.expires:
+            return LIST_EXPIRED
+        if key is not None:
+            # The hot path, kept inline: checksum (bot.keyformat's CRC32 in base62), then the hash.
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                return MALFORMED_KEY
+            if len(raw) != state.key_length:
+                return MALFORMED_KEY
+            crc = _crc32(raw[:-6])
+            if raw[-6:] != _PAIRS[crc // 14776336] + _PAIRS[crc // 3844 % 3844] + _PAIRS[crc % 3844]:
+                return MALFORMED_KEY
+            entry = state.by_hash.get(_sha256(raw).digest())
+            if entry is None:
+                return UNKNOWN_KEY
+            return entry.unconditional or self._check_key(entry, now, origin, referrer)
+        if referrer is not None and "://" in referrer:
+            origin, referrer = origin or referrer, None
+        host = host_of(origin) if origin else None
+        if referrer is not None:
+            grant = state.by_name.get(referrer.strip().lower())
+            if grant is None:
+                return UNKNOWN_REFERRER
+            if host is None:
+                return ORIGIN_REQUIRED
+            return grant.allow(ALLOWED_REFERRER) if grant.serves(host) else ORIGIN_NOT_ALLOWED
+        if host is not None:
+            grant = state.grant_for_host(host)
+            return grant.allow(ALLOWED_ORIGIN) if grant is not None else UNKNOWN_ORIGIN
+        return NO_CREDENTIALS if not origin else UNKNOWN_ORIGIN
+
+    @staticmethod
+    def _check_key(entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
+        if entry.revoked:
+            return KEY_REVOKED
+        if entry.expires is not None and now >= entry.expires:
+            return KEY_EXPIRED
+        if not entry.publishable:
+            return entry.grant.allow(ALLOWED_SECRET_KEY)
+        source = origin or (referrer if referrer and "://" in referrer else None)
+        host = host_of(source) if source else None
+        if host is None:
+            return ORIGIN_REQUIRED
+        return entry.grant.allow(ALLOWED_PUBLISHABLE_KEY) if entry.grant.serves(host) else ORIGIN_NOT_ALLOWED
+
+
+# --------------------------------------------------------------------------------------------
+# WSGI middleware
+# --------------------------------------------------------------------------------------------
+
+
+class AllowlistMiddleware:
+    """Enforces the allowlist in front of any WSGI app.
+
+    The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from `Origin`
+    (else `Referer`), the referrer name from the `referrer` query parameter. Refusals answer JSON:
+    401 without any credential, 403 when refused, 503 while no fresh allowlist is held (fail closed).
+    An allowed request reaches the app with the Decision in `environ["beekeeper.decision"]`.
+    """
+
+    def __init__(self, app, client: AllowlistClient):
+        self.app = app
+        self.client = client
+
+    def __call__(self, environ, start_response):
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+        key = key or environ.get("HTTP_X_API_KEY") or None
+        origin = environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER") or None
+        names = parse_qs(environ.get("QUERY_STRING", "")).get("referrer")
+        decision = self.client.check(key=key, origin=origin, referrer=names[0] if names else None)
+        if decision.allowed:
+            environ["beekeeper.decision"] = decision
+            return self.app(environ, start_response)
+        if decision in (NOT_LOADED, LIST_EXPIRED):
+            status = "503 Service Unavailable"
+        elif decision is NO_CREDENTIALS:
+            status = "401 Unauthorized"
+        else:
+            status = "403 Forbidden"
+        body = json.dumps({"error": "forbidden" if status[0] == "4" else "unavailable",
+                           "reason": decision.reason}).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
