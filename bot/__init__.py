@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask
-
-from bot.resources import templates_path
+if TYPE_CHECKING:  # Flask is imported by create_app only: bot.gateway must import without it
+    from flask import Flask
 
 __all__ = ["create_app"]
 
 
 def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     """The Flask app. gunicorn serves `bot:create_app()`; tests pass their own Runtime."""
+    from flask import Flask
+
     from bot.config import ConfigError
+    from bot.resources import templates_path
     from bot.runtime import Runtime
 
     if runtime is None:
@@ -22,7 +25,12 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
         except ConfigError as exc:
             logging.getLogger("beekeeper").error("configuration error: %s", exc)
             raise
-    app = Flask(__name__, template_folder=str(templates_path()), instance_path=None)
+        from bot.runtime import configure_logging
+
+        configure_logging(runtime.settings)  # gunicorn `bot:create_app()`: one line per event
+    # static_folder=None: pages_static (bot.web) serves templates/static at /static; the default
+    # app static route would shadow it with bot/static, which does not exist.
+    app = Flask(__name__, template_folder=str(templates_path()), static_folder=None, instance_path=None)
     app.config.update(
         SECRET_KEY=runtime.settings.secret_key,
         MAX_CONTENT_LENGTH=runtime.settings.max_webhook_bytes,
@@ -40,6 +48,20 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(web.bp)
+    from bot import setup
+
+    app.register_blueprint(setup.bp)  # first-run app registration; 404 once credentials exist
+    from bot import dashboard, portal
+
+    app.register_blueprint(portal.bp)  # /me: the developer portal (the home page redirects here)
+    app.register_blueprint(dashboard.bp)  # /admin: the maintainer dashboard
+    from bot import allowlist
+
+    app.register_blueprint(allowlist.bp)  # /v1/allowlist, /.well-known/jwks.json, /openapi.json
+    from bot import auth, claim
+
+    app.register_blueprint(auth.bp)  # /auth: sign in with GitHub (the App's user-to-server OAuth flow)
+    app.register_blueprint(claim.bp)  # /claim/<app id>: the owner receives the key, once
     _register_metrics_collector(runtime)
     return app
 

@@ -104,9 +104,33 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum}, got {raw}")
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: dict[str, str]) -> str:
+    level = env.get(ENV_PREFIX + "LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"BEEKEEPER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level
+
+
 def _private_key(env: dict[str, str]) -> str | None:
     pem = env.get(ENV_PREFIX + "GITHUB_PRIVATE_KEY", "").strip()
     path = env.get(ENV_PREFIX + "GITHUB_PRIVATE_KEY_PATH", "").strip()
+    source = "BEEKEEPER_GITHUB_PRIVATE_KEY" if pem else "BEEKEEPER_GITHUB_PRIVATE_KEY_PATH"
     if not pem and path:
         try:
             pem = Path(path).expanduser().read_text()
@@ -121,7 +145,7 @@ def _private_key(env: dict[str, str]) -> str | None:
         load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError):
         raise ConfigError(
-            "BEEKEEPER_GITHUB_PRIVATE_KEY is not a PEM private key (download it from the app's settings page)"
+            f"{source} is not a PEM private key (download it from the app's settings page)"
         ) from None
     return pem
 
@@ -162,8 +186,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
         worker_max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 8, minimum=1),
         worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, minimum=1),
+        worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
-        log_level=env.get(ENV_PREFIX + "LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        log_level=_log_level(env),
     )
 
 
@@ -260,6 +285,11 @@ class Validation(_Strict):
     description_min_length: int = Field(default=20, ge=0)
     description_max_length: int = Field(default=4000, ge=1)
     max_domains: int = Field(default=10, ge=1)
+    # Names under these suffixes are never public web origins (RFC 6761/6762, RFC 8375, ICANN's .internal).
+    private_suffixes: list[str] = Field(
+        default_factory=lambda: ["local", "localhost", "internal", "intranet", "private", "corp", "home", "lan",
+                                 "localdomain", "test", "example", "invalid", "onion", "arpa"]
+    )
     dns_check: bool = False
     email_deliverability_check: bool = False
     close_duplicates: bool = False
@@ -288,6 +318,7 @@ class Allowlist(_Strict):
     ttl_seconds: int = Field(default=3600, ge=60)  # expires_at = generated_at + ttl
     signing_key_grace_hours: float = Field(default=72, ge=0)
     delta_history: int = Field(default=100_000, ge=1)  # versions kept for ?since=
+    pull_stats_flush_seconds: float = Field(default=5, ge=0)  # gateway pull counts written this often
 
 
 class SelfService(_Strict):
@@ -344,8 +375,13 @@ class Policy(_Strict):
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"  {key}: {err['msg']}")
+        key = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if not key:  # a cross-field check names its key first: "max_requestable_tier: …"
+            head, sep, rest = message.partition(": ")
+            key, message = (head, rest) if sep and head.replace("_", "").replace(".", "").isalnum() else (
+                "(top level)", message)
+        lines.append(f"  {key}: {message}")
     return f"invalid policy {source}:\n" + "\n".join(lines)
 
 

@@ -5,14 +5,22 @@ Nothing here knows about Flask, so the web app, the worker and the CLI share it.
 
 from __future__ import annotations
 
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, create_engine
+
+log = logging.getLogger("beekeeper.db")
 
 _engines: dict[str, Engine] = {}
 
@@ -22,37 +30,209 @@ def is_sqlite(url_or_engine: str | Engine) -> bool:
     return url.startswith("sqlite")
 
 
+SQLITE_WRITE_LOCK_TIMEOUT = 30.0  # seconds a transaction waits for SQLite's write lock
+
+
 def _tune_sqlite(dbapi_connection, _record) -> None:
-    # WAL lets the web process append deliveries while the worker reads; busy_timeout makes a
-    # writer wait for the lock instead of failing, and NORMAL sync is durable in WAL mode.
+    # WAL lets readers and the writer work at once. synchronous=FULL fsyncs the WAL at every
+    # commit, so a delivery answered 202 survives a power cut, not only a process crash.
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # switching to WAL may wait for another process
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Every transaction starts with BEGIN IMMEDIATE (below), which waits for the lock itself;
+    # inside one, no statement can meet a lock, so SQLite's own busy handler is not needed.
+    cursor.execute("PRAGMA busy_timeout=0")
     cursor.close()
 
 
+class _WriteLock:
+    """SQLite has one writer at a time. Within a process, writers queue on a threading lock
+    (handed over at once when the holder commits); across processes they retry BEGIN
+    IMMEDIATE every 0.1-2 ms. SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries,
+    which turned a lock held for a fraction of a millisecond into tens of milliseconds of
+    waiting under concurrent webhook intake."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+_write_locks: dict[str, _WriteLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock_for(path: str) -> _WriteLock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(str(Path(path).absolute()), _WriteLock())
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """Releases the process's write lock once COMMIT or ROLLBACK has really happened."""
+
+    write_lock: _WriteLock
+    holds_write_lock = False
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.holds_write_lock:
+            self.holds_write_lock = False
+            self.write_lock.lock.release()
+
+
+READ_ONLY = "beekeeper_read_only"
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine for work that only reads (health checks, metrics, listings).
+
+    On SQLite its transactions start with a plain BEGIN and never wait for the write lock, so a
+    long handler transaction cannot stall /readyz or a scrape. Writing through it is a bug.
+    """
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def _sqlite_begin_immediate(conn) -> None:
-    # Take SQLite's write lock at BEGIN, so two writers queue instead of deadlocking on upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Take SQLite's write lock at BEGIN, so two writers queue instead of deadlocking on upgrade."""
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.connection.dbapi_connection.execute("BEGIN")  # WAL readers never wait
+        return
+    try:
+        sqlite_begin_immediate(conn.connection.dbapi_connection)
+    except sqlite3.OperationalError as error:
+        raise exc.OperationalError("BEGIN IMMEDIATE", (), error) from error
 
 
-def make_engine(url: str) -> Engine:
-    """A new engine for `url`, with the settings each backend needs."""
+def sqlite_begin_immediate(dbapi_connection) -> None:
+    """BEGIN IMMEDIATE on a raw sqlite3 connection: the process's write lock, then SQLite's."""
+    deadline = time.monotonic() + SQLITE_WRITE_LOCK_TIMEOUT
+    if isinstance(dbapi_connection, _SQLiteConnection) and not dbapi_connection.holds_write_lock:
+        if not dbapi_connection.write_lock.lock.acquire(timeout=SQLITE_WRITE_LOCK_TIMEOUT):
+            raise sqlite3.OperationalError("database is locked")
+        dbapi_connection.holds_write_lock = True
+    delay = 0.0001
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if ("locked" not in str(error) and "busy" not in str(error)) or time.monotonic() >= deadline:
+                if isinstance(dbapi_connection, _SQLiteConnection):
+                    dbapi_connection._release()
+                raise
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.002)
+
+
+def _no_autocheckpoint(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
+    """A new engine for `url`, with the settings each backend needs.
+
+    `autocheckpoint=False` (SQLite): commits never copy the WAL back into the database file;
+    a WalCheckpointer must do it in the background.
+    """
     if is_sqlite(url):
-        path = url.split("sqlite:///", 1)[-1]
+        path = url.split("sqlite:///", 1)[-1] if "sqlite:///" in url else ""
+        connect_args = {"check_same_thread": False, "timeout": 30, "isolation_level": None}
+        pool: dict = {}
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-            poolclass=NullPool,
-        )
+            connect_args["factory"] = type("SQLiteConnection", (_SQLiteConnection,),
+                                           {"write_lock": _write_lock_for(path)})
+            # Pooled, not opened per request: closing the last connection to a WAL database
+            # checkpoints and removes the WAL, which costs a millisecond or more every time.
+            pool = {"poolclass": QueuePool, "pool_size": 8, "max_overflow": 16}
+        engine = create_engine(url, connect_args=connect_args, **pool)
         event.listen(engine, "connect", _tune_sqlite)
+        if not autocheckpoint:
+            event.listen(engine, "connect", _no_autocheckpoint)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+    # connect_timeout: an unreachable server fails /readyz and the worker loop in seconds, not minutes.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
+                         connect_args={"connect_timeout": 5})
+
+
+def intake_engine(engine: Engine) -> Engine:
+    """The engine the webhook intake writes with, a sibling of `engine` (same database):
+
+    - PostgreSQL: without pre-ping, which is one more round trip per delivery (the intake
+      retries a connection the server closed by itself);
+    - SQLite: without automatic WAL checkpoints (they copy ~4 MB back into the database file
+      in the middle of whichever commit crosses the threshold, holding up every writer
+      behind it); a WalCheckpointer does that work in the background instead. It shares the
+      process's write lock with `engine`, which is keyed by the file.
+    """
+    key = "intake:" + engine.url.render_as_string(hide_password=False)
+    sibling = _engines.get(key)
+    if sibling is None:
+        if is_sqlite(engine):
+            sibling = make_engine(key.removeprefix("intake:"), autocheckpoint=False)
+        else:
+            sibling = create_engine(engine.url, pool_pre_ping=False, pool_size=5, max_overflow=5, pool_recycle=1800,
+                                    connect_args={"connect_timeout": 5})
+        _engines[key] = sibling
+    return sibling
+
+
+class WalCheckpointer:
+    """Copies SQLite's write-ahead log back into the database file from a background thread,
+    every half second, in PASSIVE mode (it never blocks a writer or a reader). One thread per
+    process, started (again, after a fork) on first use."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="beekeeper-wal-checkpoint", daemon=True)
+            self._thread.start()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """(busy, frames in the log, frames checkpointed), as SQLite reports them."""
+        pooled = self.engine.raw_connection()
+        try:
+            return tuple(pooled.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        finally:
+            pooled.close()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL)
+            try:
+                self.checkpoint()
+            except Exception as error:  # noqa: BLE001 - the database may be busy or gone; try later
+                log.debug("WAL checkpoint skipped: %s", error)
 
 
 def get_engine(url: str) -> Engine:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import jwt
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from bot import metrics
 from bot.clock import utcnow
@@ -60,6 +61,14 @@ def _message(response: requests.Response) -> str:
         return str(response.json().get("message", ""))[:300]
     except ValueError:
         return response.text[:300]
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when no connection was made, so GitHub cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _parse_time(value: str) -> datetime:
@@ -109,10 +118,11 @@ class Transport:
             try:
                 response = self.http.request(method, url, headers=headers, json=json, params=params,
                                              timeout=self.timeout)
-            except requests.ConnectionError as exc:
+            except requests.RequestException as exc:
                 metrics.GITHUB_CALLS.labels(method=method, status="error").inc()
-                # A connection refused before sending is safe to retry even for POST; a timeout is not.
-                if attempt < MAX_TRIES and (method in IDEMPOTENT or not isinstance(exc, requests.Timeout)):
+                # Retry when the request is idempotent or provably never reached GitHub; a write
+                # whose connection broke after sending may have succeeded, so it is not re-sent.
+                if attempt < MAX_TRIES and (method in IDEMPOTENT or _never_sent(exc)):
                     self.sleep(min(2 ** attempt, 10))
                     continue
                 raise GitHubUnavailable(0, f"connection failed: {exc.__class__.__name__}", method, path) from None
@@ -196,8 +206,23 @@ class GitHubApp:
         return data
 
     def slug_if_known(self) -> str | None:
-        """The app slug if already fetched (no API call): used to skip our own bot's events."""
+        """The app slug if already fetched (no API call)."""
         return self._slug
+
+    @property
+    def configured(self) -> bool:
+        """True when the app id and private key are set, so app-authenticated calls can be made."""
+        return bool(self.app_id and self.private_key)
+
+    def own_bot_login(self) -> str | None:
+        """`<slug>[bot]`, the login our own events carry; GET /app once, on first need.
+
+        None when the app is not configured (then nothing we do can have caused an event).
+        A failing GET /app raises, so the caller retries rather than risk answering itself.
+        """
+        if self._slug is None and not self.configured:
+            return None
+        return self.bot_login()
 
     def slug(self) -> str:
         if self._slug is None:
@@ -287,6 +312,13 @@ class InstallationClient:
     def create_comment(self, repo: str, number: int, body: str) -> dict:
         return self.json("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body})
 
+    def get_comment(self, repo: str, comment_id: int) -> dict | None:
+        """One issue comment by id, or None when it was deleted."""
+        try:
+            return self.json("GET", f"/repos/{repo}/issues/comments/{comment_id}")
+        except NotFound:
+            return None
+
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict:
         return self.json("PATCH", f"/repos/{repo}/issues/comments/{comment_id}", json={"body": body})
 
@@ -337,6 +369,13 @@ class InstallationClient:
         except NotFound:
             pass  # already gone: the outcome we wanted
 
+    def label_exists(self, repo: str, name: str) -> bool:
+        try:
+            self.request("GET", f"/repos/{repo}/labels/{quote(name, safe='')}")
+        except NotFound:
+            return False
+        return True
+
     def ensure_label(self, repo: str, name: str, color: str = "ededed", description: str = "") -> None:
         try:
             self.request("GET", f"/repos/{repo}/labels/{quote(name, safe='')}")
@@ -371,6 +410,20 @@ class InstallationClient:
     def get_user_by_id(self, user_id: int) -> dict:
         return self.json("GET", f"/user/{user_id}")
 
+    # --- the installation itself -------------------------------------------------------------
+
+    def list_repositories(self) -> list[str]:
+        """owner/name of every repository this installation can see."""
+        names: list[str] = []
+        url: str | None = "/installation/repositories"
+        params: dict | None = {"per_page": 100}
+        while url:
+            response = self.request("GET", url, params=params)
+            names += [r["full_name"] for r in response.json().get("repositories", [])]
+            url = response.links.get("next", {}).get("url")
+            params = None
+        return names
+
     # --- contents ----------------------------------------------------------------------------
 
     def get_file(self, repo: str, path: str, ref: str | None = None) -> str | None:
@@ -381,6 +434,17 @@ class InstallationClient:
         except NotFound:
             return None
         return response.text
+
+
+def convert_manifest(api_url: str, code: str, *, session: requests.Session | None = None) -> dict:
+    """Exchange the code GitHub returns after an app is created from a manifest for the app's
+    credentials (id, slug, pem, webhook_secret, client_id, client_secret, html_url).
+
+    Unauthenticated by design: the one-time code is the credential. Never retried (a code is
+    single-use, so a POST that may have succeeded must not be sent twice).
+    """
+    path = f"/app-manifests/{quote(code, safe='')}/conversions"
+    return Transport(api_url, session=session).request("POST", path, token=None).json()
 
 
 def oauth_user(api_url: str, access_token: str, *, session: requests.Session | None = None) -> dict:

@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 
 HANDLER_MODULES = [
+    "bot.leaks",  # first: it commits its key revocations before anything else runs (see its docstring)
     "bot.installations",
+    "bot.issue_events",
+    "bot.application_events",  # after issue_events: auto-approval reads what the review stored
+    "bot.key_commands",  # registers /rotate in bot.commands
 ]
 
 

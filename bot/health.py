@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from bot.db import reader
 from bot.metrics import REGISTRY
 
 bp = Blueprint("health", __name__)
@@ -20,7 +21,7 @@ def healthz():
 def readyz():
     runtime = current_app.extensions["beekeeper"]
     try:
-        with runtime.engine.connect() as conn:
+        with reader(runtime.engine).connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return jsonify(status="unavailable", database=type(exc).__name__), 503

@@ -1,10 +1,15 @@
 """The durable inbox: storing deliveries, claiming them, retries with backoff, dead letters.
 
-The web process only calls `store()`; workers call `claim()` and `process()`. A claim is a lease:
+The web intake stores through `GroupCommit` (several concurrent deliveries per commit, each
+request answered only after its commit); workers call `claim()` and `process()`. A claim is a lease:
 the row is marked `processing` until `locked_until`, so a worker killed mid-delivery leaves the
 row to be claimed again once the lease runs out. On PostgreSQL candidate rows are selected
 `FOR UPDATE SKIP LOCKED`, so several workers never take the same delivery at once; on SQLite
-the database-wide write lock does the same. No failure path deletes a payload.
+the database-wide write lock (BEGIN IMMEDIATE, see bot.db) does the same.
+
+A successful run commits the handlers' database work and the `processed` status in one
+transaction, guarded by the lease: a worker that lost its lease commits nothing. No failure
+path deletes a payload.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, exc, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from bot import metrics
 from bot.clock import utcnow
-from bot.db import session_scope
+from bot.db import reader, session_scope, sqlite_begin_immediate
 from bot.errors import RetryLater
 from bot.models import Delivery, DeliveryStatus
 from bot.router import Context, Event, Router
@@ -33,6 +41,9 @@ log = logging.getLogger("beekeeper.inbox")
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 3600.0
+MAX_ERROR_LENGTH = 4000
+LEASE_LOST = "lease_lost"
+MISSING = "missing"
 
 
 @dataclass
@@ -45,34 +56,222 @@ class Incoming:
     payload: str
 
 
-def store(session: Session, incoming: Incoming) -> bool:
-    """Insert the delivery; False when this (hook id, delivery id) is already stored."""
-    row = Delivery(
-        hook_id=incoming.hook_id,
-        delivery_id=incoming.delivery_id,
-        event=incoming.event,
-        action=incoming.action,
-        installation_id=incoming.installation_id,
-        payload=incoming.payload,
-        received_at=utcnow(),
-        next_attempt_at=utcnow(),
-    )
+class DeliveryBusy(Exception):
+    """`retry_now` refused: a worker holds a live lease on the delivery."""
+
+
+class _LeaseLost(Exception):
+    """Our lease ran out and another worker took the delivery: commit nothing."""
+
+
+# --------------------------------------------------------------------------------------------
+# storing (web process)
+# --------------------------------------------------------------------------------------------
+
+
+_INSERTS: dict[str, object] = {}
+
+
+def _insert_statement(dialect: str):
+    """`INSERT … ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id`, built once per
+    dialect: the values travel as bound parameters, so SQLAlchemy's compiled cache is hit."""
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = _INSERTS[dialect] = (
+            insert(Delivery)
+            .on_conflict_do_nothing(index_elements=["hook_id", "delivery_id"])
+            .returning(Delivery.id)
+        )
+    return statement
+
+
+def store(connection: Connection | Session, incoming: Incoming) -> bool:
+    """Insert the delivery; False when this (hook id, delivery id) is already stored.
+
+    One statement: no savepoint, no exception path for the common redelivery case, and no
+    race between two web processes. Takes a Connection (the web intake, lightest) or a Session.
+    """
+    bind = connection if isinstance(connection, Connection) else connection.get_bind()
+    now = utcnow()
+    row = connection.execute(_insert_statement(bind.dialect.name), {
+        "hook_id": incoming.hook_id,
+        "delivery_id": incoming.delivery_id,
+        "event": incoming.event,
+        "action": incoming.action,
+        "installation_id": incoming.installation_id,
+        "payload": incoming.payload,
+        "received_at": now,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }).first()
+    return row is not None
+
+
+@dataclass
+class _Waiting:
+    incoming: Incoming
+    done: bool = False
+    stored: bool = False
+    error: BaseException | None = None
+
+
+_COLUMNS = ("hook_id", "delivery_id", "event", "action", "installation_id", "payload", "received_at", "status",
+            "attempts", "next_attempt_at")
+
+
+class _BatchInsert:
+    """One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` on a pooled DBAPI connection.
+
+    The intake's hot path skips SQLAlchemy's per-statement machinery (compiling, result
+    objects, transaction events), which measured as a quarter of a delivery's CPU time; the
+    SQL is the same statement `store()` issues, and times go through the column type's own
+    bind processor so they are stored exactly as the ORM stores them.
+    """
+
+    MAX_ROWS = 100
+
+    def __init__(self, engine: Engine):
+        from bot.db import WalCheckpointer, intake_engine
+
+        self.engine = intake_engine(engine)
+        dialect = self.engine.dialect
+        self.sqlite = dialect.name == "sqlite"
+        self.checkpointer = WalCheckpointer(self.engine) if self.sqlite else None
+        self.pid = os.getpid()
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.row_sql = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
+        self.head_sql = f"INSERT INTO delivery ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608 - constants
+        self.tail_sql = " ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING hook_id, delivery_id"
+        time_type = Delivery.__table__.c.received_at.type.dialect_impl(dialect)
+        self.to_db_time = time_type.bind_processor(dialect) or (lambda value: value)
+        self.dbapi_error = dialect.loaded_dbapi.Error
+
+    def __call__(self, items: list[Incoming]) -> list[bool]:
+        """Insert and commit; for each item, True if stored now, False if it already was."""
+        now = self.to_db_time(utcnow())
+        params: list = []
+        for item in items:
+            params += [item.hook_id, item.delivery_id, item.event, item.action, item.installation_id, item.payload,
+                       now, DeliveryStatus.PENDING, 0, now]
+        sql = self.head_sql + ", ".join([self.row_sql] * len(items)) + self.tail_sql
+        try:
+            inserted = self._execute(sql, params)
+        except self.dbapi_error as error:
+            # The same exception classes as everywhere else (sqlalchemy.exc.OperationalError…),
+            # without the parameters: they hold whole payloads.
+            raise exc.DBAPIError.instance(sql, None, error, self.dbapi_error, hide_parameters=True,
+                                          dialect=self.engine.dialect) from error
+        outcomes, seen = [], set()
+        for item in items:
+            key = (item.hook_id, item.delivery_id)
+            outcomes.append(key in inserted and key not in seen)  # the same delivery twice in one batch
+            seen.add(key)
+        return outcomes
+
+    def _execute(self, sql: str, params: list) -> set[tuple[int, str]]:
+        if self.pid != os.getpid():  # forked (gunicorn --preload): the parent's connections are not ours
+            self.engine.dispose(close=False)
+            self.pid = os.getpid()
+        if self.checkpointer is not None:
+            self.checkpointer.ensure_running()
+        for attempt in (1, 2):
+            pooled = self.engine.raw_connection()
+            connection = pooled.driver_connection
+            try:
+                if self.sqlite:
+                    sqlite_begin_immediate(connection)
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                connection.commit()
+                return {(hook_id, delivery_id) for hook_id, delivery_id in rows}
+            except BaseException as error:
+                broken = _discard_if_broken(pooled, connection)
+                if broken and attempt == 1 and isinstance(error, self.dbapi_error):
+                    continue  # a connection the server closed (restart, idle timeout): once more, fresh
+                raise
+            finally:
+                pooled.close()  # back to the pool (or gone, if invalidated)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _discard_if_broken(pooled, connection) -> bool:
+    """Roll back; a connection that cannot even do that is dropped from the pool."""
     try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        return False
-    return True
+        connection.rollback()
+    except Exception:  # noqa: BLE001 - the connection is unusable, whatever the reason
+        pooled.invalidate()
+        return True
+    return bool(getattr(connection, "closed", False) or getattr(connection, "broken", False))
+
+
+class GroupCommit:
+    """Stores the web intake's deliveries, several per transaction when they arrive together.
+
+    Every request still returns only after the transaction holding its delivery committed, so
+    a 202 keeps meaning "on disk". What is shared is the commit: while one thread commits, the
+    deliveries that arrive queue up, and the next thread to take the commit lock commits all of
+    them at once, one fsync (and, on SQLite, one turn of the database's single write lock)
+    for the lot. Without concurrency it is exactly one transaction per delivery.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._insert = _BatchInsert(engine)
+        self._queue: list[_Waiting] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self.transactions = 0  # how many commits carried the deliveries (for tests and curiosity)
+
+    def store(self, incoming: Incoming) -> bool:
+        """Like `store()`, committed: True when stored, False for a delivery already stored."""
+        waiting = _Waiting(incoming)
+        with self._queue_lock:
+            self._queue.append(waiting)
+        with self._commit_lock:
+            if not waiting.done:  # nobody committed it while we waited for the lock: commit the queue
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                for start in range(0, len(batch), _BatchInsert.MAX_ROWS):
+                    self._commit(batch[start:start + _BatchInsert.MAX_ROWS])
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.stored
+
+    def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            self.transactions += 1
+            outcomes = self._insert([item.incoming for item in batch])
+        except Exception as error:  # noqa: BLE001 - handed to each waiting request
+            if len(batch) > 1:  # one bad delivery must not fail its neighbours: one by one
+                for item in batch:
+                    self._commit([item])
+                return
+            batch[0].error, batch[0].done = error, True
+            return
+        for item, stored in zip(batch, outcomes, strict=True):
+            item.stored, item.done = stored, True
+
+
+# --------------------------------------------------------------------------------------------
+# claiming (workers)
+# --------------------------------------------------------------------------------------------
 
 
 def backoff_seconds(attempts: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform in [base·2^(n-1)/2, base·2^(n-1)], capped."""
+    """Exponential backoff with jitter: uniform in [c/2, c] where c = base·2^(n-1), capped."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per Worker, so a lease names exactly one holder (even two workers in a process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def _claimable(now):
@@ -82,10 +281,33 @@ def _claimable(now):
     )
 
 
-def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10) -> list[int]:
-    """Lease up to `limit` due deliveries to `worker`; returns their ids, oldest first."""
+def _bury_abandoned(session: Session, now, max_attempts: int) -> None:
+    """Deliveries whose lease ran out on their last attempt are dead, not claimed again: a
+    payload that kills the worker every time must not take the worker down forever."""
+    rows = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.PROCESSING, Delivery.locked_until < now,
+               Delivery.attempts >= max_attempts)
+        .values(status=DeliveryStatus.DEAD, locked_until=None,
+                last_error="lease expired: the worker stopped during the last attempt")
+        .returning(Delivery.delivery_id, Delivery.event, Delivery.attempts)
+    ).all()
+    for delivery_id, event, attempts in rows:
+        metrics.DELIVERIES_DEAD.labels(event=event).inc()
+        log.error("delivery=%s event=%s dead after %d attempts: lease expired", delivery_id, event, attempts)
+
+
+def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10,
+          max_attempts: int | None = None) -> list[int]:
+    """Lease up to `limit` due deliveries to `worker`; returns their ids, oldest first.
+
+    Each claim counts as an attempt, so a delivery whose worker died mid-run is dead once
+    `max_attempts` is used up (when given) instead of being claimed forever.
+    """
     now = utcnow()
     with session_scope(engine) as session:
+        if max_attempts is not None:
+            _bury_abandoned(session, now, max_attempts)
         ids = session.exec(
             select(Delivery.id)
             .where(_claimable(now))
@@ -111,99 +333,146 @@ def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10) -> l
         return sorted(result.scalars().all())
 
 
+# --------------------------------------------------------------------------------------------
+# processing (workers)
+# --------------------------------------------------------------------------------------------
+
+
 def _is_own_bot(event: Event, ctx: Context) -> bool:
+    """True for events our own bot user caused (its comments, labels…): answering them loops.
+
+    Only a Bot sender costs anything: its login is compared with ours, which is fetched from
+    GitHub (GET /app) once per process the first time a bot sender appears.
+    """
     sender = event.sender
     if sender.get("type") != "Bot":
         return False
-    slug = ctx.app.slug_if_known()
-    return slug is not None and sender.get("login") == f"{slug}[bot]"
+    own = ctx.app.own_bot_login()
+    return own is not None and sender.get("login") == own
 
 
-def _finish(engine: Engine, delivery_id: int, worker: str, **values) -> bool:
+def _finish(session: Session, delivery_pk: int, worker: str, **values) -> bool:
     """Write the outcome, unless the lease was lost to another worker (then change nothing)."""
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.locked_by == worker,
-                   Delivery.status == DeliveryStatus.PROCESSING)
-            .values(locked_until=None, **values)
-        )
-        return result.rowcount == 1
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_pk, Delivery.locked_by == worker,
+               Delivery.status == DeliveryStatus.PROCESSING)
+        .values(locked_until=None, **values)
+    )
+    return result.rowcount == 1
 
 
-def process(engine: Engine, delivery_id: int, worker: str, router: Router, make_context, max_attempts: int) -> str:
+def _leased_event(engine: Engine, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
+    with Session(reader(engine)) as session:
+        delivery = session.get(Delivery, delivery_pk)
+        if delivery is None or delivery.status != DeliveryStatus.PROCESSING or delivery.locked_by != worker:
+            return None
+        return Event.from_delivery(delivery), delivery.attempts
+
+
+def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_context,
+            max_attempts: int) -> str:
     """Run the handlers of one leased delivery and record the outcome; returns the new status.
 
-    `make_context(session, event)` builds the handler Context. The handlers' database work is
-    committed together with nothing else; the delivery's status is written in its own
-    transaction afterwards so a failing handler's partial work is rolled back.
+    `make_context(session, event)` builds the handler Context. On success the handlers' work
+    and the new status commit together; on failure the handlers' work is rolled back and the
+    retry (or death) is written in a transaction of its own.
     """
-    with Session(engine, expire_on_commit=False) as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None:
-            return "missing"
-        event = Event.from_delivery(delivery)
-        attempts = delivery.attempts
+    leased = _leased_event(engine, delivery_pk, worker)
+    if leased is None:
+        return MISSING
+    event, attempts = leased
+    label = f"delivery={event.delivery_id} event={event.name}.{event.action or '-'}"
     started = time.perf_counter()
-    status, error, retry_after = DeliveryStatus.PROCESSED, None, None
+    error, retry_after = None, None
     try:
         with session_scope(engine) as session:
             ctx = make_context(session, event)
             if _is_own_bot(event, ctx):
-                status = DeliveryStatus.SKIPPED
+                status, note = DeliveryStatus.SKIPPED, "sent by our own bot"
             elif router.dispatch(event, ctx) == 0:
-                status = DeliveryStatus.SKIPPED
+                status, note = DeliveryStatus.SKIPPED, "no handler"
+            else:
+                status, note = DeliveryStatus.PROCESSED, ""
+            if not _finish(session, delivery_pk, worker, status=status, processed_at=utcnow(), last_error=None):
+                raise _LeaseLost
+    except _LeaseLost:
+        log.warning("%s attempt=%d: lease lost to another worker; its work was rolled back", label, attempts)
+        return LEASE_LOST
     except RetryLater as exc:
-        status, error, retry_after = DeliveryStatus.RETRY, f"RetryLater: {exc}", exc.after
+        error, retry_after = f"RetryLater: {exc}", exc.after
     except Exception as exc:  # noqa: BLE001 - any handler failure is retried, never lost
-        status, error = DeliveryStatus.RETRY, f"{type(exc).__name__}: {exc}"
-        log.warning("delivery=%s event=%s.%s attempt=%d failed: %s", event.delivery_id, event.name,
-                    event.action, attempts, error, exc_info=log.isEnabledFor(logging.DEBUG))
+        error = f"{type(exc).__name__}: {exc}"
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s attempt=%d traceback", label, attempts, exc_info=True)
     duration = time.perf_counter() - started
     metrics.HANDLER_DURATION.labels(event=event.name).observe(duration)
-
-    now = utcnow()
-    if status == DeliveryStatus.RETRY:
-        if attempts >= max_attempts:
-            status = DeliveryStatus.DEAD
-            _finish(engine, delivery_id, worker, status=status, last_error=(error or "")[:4000])
-            metrics.DELIVERIES_DEAD.labels(event=event.name).inc()
-            log.error("delivery=%s event=%s.%s dead after %d attempts: %s", event.delivery_id, event.name,
-                      event.action, attempts, error)
-            return status
-        delay = max(retry_after or 0.0, backoff_seconds(attempts))
-        _finish(engine, delivery_id, worker, status=status, last_error=(error or "")[:4000],
-                next_attempt_at=now + timedelta(seconds=delay))
-        metrics.DELIVERIES_FAILED.labels(event=event.name).inc()
+    if error is None:
+        metrics.DELIVERIES_PROCESSED.labels(event=event.name, outcome=status).inc()
+        log.info("%s %s%s in %.0f ms (attempt %d)", label, status, f" ({note})" if note else "", duration * 1000,
+                 attempts)
         return status
-    _finish(engine, delivery_id, worker, status=status, processed_at=now, last_error=None)
-    metrics.DELIVERIES_PROCESSED.labels(event=event.name, outcome=status).inc()
-    log.info("delivery=%s event=%s.%s %s in %.0f ms", event.delivery_id, event.name, event.action, status,
-             duration * 1000)
-    return status
+    return _record_failure(engine, delivery_pk, worker, event, label, attempts, max_attempts, error, retry_after)
+
+
+def _record_failure(engine: Engine, delivery_pk: int, worker: str, event: Event, label: str, attempts: int,
+                    max_attempts: int, error: str, retry_after: float | None) -> str:
+    error = error[:MAX_ERROR_LENGTH]
+    with session_scope(engine) as session:
+        if attempts >= max_attempts:
+            if not _finish(session, delivery_pk, worker, status=DeliveryStatus.DEAD, last_error=error):
+                return LEASE_LOST
+            metrics.DELIVERIES_DEAD.labels(event=event.name).inc()
+            log.error("%s dead after %d attempts: %s", label, attempts, error)
+            return DeliveryStatus.DEAD
+        delay = max(retry_after or 0.0, backoff_seconds(attempts))
+        if not _finish(session, delivery_pk, worker, status=DeliveryStatus.RETRY, last_error=error,
+                       next_attempt_at=utcnow() + timedelta(seconds=delay)):
+            return LEASE_LOST
+    metrics.DELIVERIES_FAILED.labels(event=event.name).inc()
+    log.warning("%s attempt=%d/%d failed, retry in %.0f s: %s", label, attempts, max_attempts, delay, error)
+    return DeliveryStatus.RETRY
 
 
 def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_seconds: int, max_attempts: int,
-          batch: int = 10) -> int:
-    """Process every due delivery until none is left; returns how many were processed."""
+          batch: int = 10, should_stop: Callable[[], bool] | None = None) -> int:
+    """Process every due delivery until none is left (or `should_stop()`); returns how many."""
     done = 0
-    while True:
-        ids = claim(engine, worker, lease_seconds, limit=batch)
+    while not (should_stop and should_stop()):
+        ids = claim(engine, worker, lease_seconds, limit=batch, max_attempts=max_attempts)
         if not ids:
             return done
-        for delivery_id in ids:
-            process(engine, delivery_id, worker, router, make_context, max_attempts)
+        for delivery_pk in ids:
+            # A stop request leaves the rest of the batch leased; the leases run out and another
+            # worker (or this one after a restart) takes them.
+            if should_stop and should_stop():
+                return done
+            process(engine, delivery_pk, worker, router, make_context, max_attempts)
             done += 1
+    return done
+
+
+# --------------------------------------------------------------------------------------------
+# operator actions
+# --------------------------------------------------------------------------------------------
 
 
 def retry_now(session: Session, delivery_pk: int) -> Delivery | None:
-    """Put a dead, retrying or finished delivery back in the queue (the `deliveries retry` command)."""
+    """Put a dead, retrying or finished delivery back in the queue (`beekeeper deliveries retry`).
+
+    Attempts restart from zero; the last error stays until the next run. A delivery a worker is
+    processing right now is refused (DeliveryBusy) so it never runs twice at once.
+    """
     row = session.get(Delivery, delivery_pk)
     if row is None:
         return None
+    now = utcnow()
+    if row.status == DeliveryStatus.PROCESSING and row.locked_until and row.locked_until >= now:
+        raise DeliveryBusy(f"delivery {delivery_pk} is being processed by {row.locked_by} "
+                           f"(lease until {row.locked_until:%Y-%m-%d %H:%M:%S} UTC)")
     row.status = DeliveryStatus.PENDING
     row.attempts = 0
-    row.next_attempt_at = utcnow()
+    row.next_attempt_at = now
     row.locked_until = None
     row.locked_by = None
     session.add(row)

@@ -46,11 +46,12 @@ class InboxCollector:
         from sqlalchemy import func
         from sqlmodel import Session, select
 
+        from bot.db import reader
         from bot.models import Delivery
 
         gauge = GaugeMetricFamily("beekeeper_inbox_deliveries", "Deliveries in the inbox", labels=["event", "status"])
         try:
-            with Session(self.engine) as session:
+            with Session(reader(self.engine)) as session:
                 rows = session.exec(
                     select(Delivery.event, Delivery.status, func.count()).group_by(Delivery.event, Delivery.status)
                 ).all()

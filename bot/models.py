@@ -97,6 +97,9 @@ class AccessRequest(SQLModel, table=True):
     values: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
     check_results: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     checks_ok: bool = False
+    # A check flagged something only a maintainer can settle (a conflict with another user's
+    # grant, a young account, a tier above the form's maximum): never approve automatically.
+    needs_maintainer: bool = False
     body_sha256: str | None = Field(default=None, max_length=64)  # body the checks last saw
     status_comment_id: int | None = Field(default=None, sa_type=BigInteger)
     issue_state: str = Field(default="open", max_length=16)
@@ -157,10 +160,40 @@ class GrantDomain(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     grant_id: int = Field(foreign_key="grant.id", index=True)
-    domain: str = Field(max_length=253)  # normalised: lowercase punycode, may start with "*."
+    # normalised: lowercase punycode, may start with "*.". Indexed for lookups of any row (the
+    # partial unique index covers only active ones): conflict checks, the dashboard search.
+    domain: str = Field(max_length=253, index=True)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     removed_at: datetime | None = None
+
+
+class DomainChangeState:
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class DomainChange(SQLModel, table=True):
+    """A domain an applicant asked to add, from the portal, to a grant whose tier needs review.
+
+    It waits in the maintainers' queue; approving it adds the domain through bot.grants.
+    (Removals and changes on auto-approved tiers are applied at once and leave only audit rows.)
+    """
+
+    __tablename__ = "domain_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: int = Field(foreign_key="grant.id", index=True)
+    domain: str = Field(max_length=253)  # normalised like GrantDomain.domain
+    state: str = Field(default=DomainChangeState.PENDING, max_length=16, index=True)
+    requested_by: str = Field(max_length=64)
+    requested_by_id: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+    decided_by: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class KeyKind:

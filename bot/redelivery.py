@@ -13,6 +13,8 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
+from bot.db import reader
+from bot.errors import RetryLater
 from bot.github import GitHubError
 from bot.models import Delivery
 
@@ -42,7 +44,22 @@ def _succeeded(item: dict) -> bool:
     return 200 <= int(item.get("status_code") or 0) < 300
 
 
+def _stored_guids(engine, guids: list[str], chunk: int = 500) -> set[str]:
+    """The GUIDs already in the inbox (any hook: the list API does not say which hook it is)."""
+    stored: set[str] = set()
+    with Session(reader(engine)) as session:
+        for start in range(0, len(guids), chunk):
+            part = guids[start:start + chunk]
+            stored |= set(session.exec(select(Delivery.delivery_id).where(Delivery.delivery_id.in_(part))).all())
+    return stored
+
+
 def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> RedeliveryReport:
+    """Ask GitHub to redeliver each failed delivery since `since` that never reached the inbox.
+
+    Deliveries are grouped by GUID: a GUID with any 2xx attempt (an earlier redelivery that
+    worked) is done. Of the rest, the latest attempt is redelivered, once per run.
+    """
     report = RedeliveryReport()
     attempts_by_guid: dict[str, list[dict]] = {}
     for item in runtime.github.hook_deliveries(since):
@@ -53,8 +70,7 @@ def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> Rede
     report.failed = len(failed)
     if not failed:
         return report
-    with Session(runtime.engine) as session:
-        stored = set(session.exec(select(Delivery.delivery_id).where(Delivery.delivery_id.in_(list(failed)))).all())
+    stored = _stored_guids(runtime.engine, list(failed))
     report.already_stored = len(stored)
     for guid, items in failed.items():
         if guid in stored:
@@ -65,6 +81,10 @@ def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> Rede
             continue
         try:
             runtime.github.redeliver(latest["id"])
+        except RetryLater as exc:
+            # Rate limited: stop here; the next run (cron) picks up the rest.
+            report.errors.append(f"{guid}: {exc}; try again in {exc.after:.0f} s")
+            break
         except GitHubError as exc:
             report.errors.append(f"{guid}: {exc}")
             continue

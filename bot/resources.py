@@ -32,3 +32,12 @@ def issue_form_path() -> Path:
         return source
     packaged = _package_dir("bot._form")
     return (packaged / "special-access.yml") if packaged else source
+
+
+def app_manifest_path() -> Path:
+    """app.yml, the GitHub App manifest: from the checkout, else the copy inside the wheel."""
+    source = _SOURCE_ROOT / "app.yml"
+    if source.is_file():
+        return source
+    packaged = _package_dir("bot._manifest")
+    return (packaged / "app.yml") if packaged else source

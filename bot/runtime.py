@@ -7,8 +7,11 @@ and the CLI use it directly, so no service needs a Flask request context.
 
 from __future__ import annotations
 
+import logging
+import re
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -51,3 +54,53 @@ class Runtime:
     def notify_worker(self) -> None:
         if self.wake is not None:
             self.wake.set()
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+# --------------------------------------------------------------------------------------------
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class RedactSecrets(logging.Filter):
+    """Last line of defence: nothing we log should hold a secret, but if a message ever does
+    (a token in an exception text, say), it is replaced before it reaches the log."""
+
+    TOKEN = re.compile(r"\b(?:gh[opsu]_[A-Za-z0-9]{16,}|github_pat_\w{20,}|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]+)")
+
+    def __init__(self, secrets: Iterable[str | None] = ()):
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.TOKEN.sub("[redacted]", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "[redacted]")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(settings: Settings | None = None, level: str | None = None) -> None:
+    """One line per record on stderr, Beekeeper's loggers at BEEKEEPER_LOG_LEVEL.
+
+    Leaves an already configured root logger alone (tests, an embedding application, a
+    gunicorn --log-config), so `bot:create_app()` and the CLI get the same format without
+    fighting anyone. Other libraries stay at WARNING.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    level = (level or (settings.log_level if settings else "INFO")).upper()
+    logging.getLogger("beekeeper").setLevel(getattr(logging, level, logging.INFO))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if settings is not None:
+        handler.addFilter(RedactSecrets([settings.webhook_secret, settings.github_client_secret,
+                                         settings.secret_key]))
+    else:
+        handler.addFilter(RedactSecrets())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)

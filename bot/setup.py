@@ -32,7 +32,7 @@ from flask import Blueprint, abort, current_app, render_template, request, url_f
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from bot.github import GitHubError, convert_manifest
-from bot.resources import templates_path
+from bot.resources import app_manifest_path
 from bot.web import no_store
 
 log = logging.getLogger("beekeeper.setup")
@@ -145,7 +145,7 @@ def _only_while_unconfigured_and_trusted():
 
 def manifest_path() -> Path:
     """app.yml in the working directory (an operator's copy wins), else the one in the checkout."""
-    for candidate in (Path.cwd() / "app.yml", templates_path().parent / "app.yml"):
+    for candidate in (Path.cwd() / "app.yml", app_manifest_path()):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("app.yml not found in the working directory")

@@ -8,32 +8,36 @@ import time
 
 from bot import inbox
 from bot.handlers import load_handlers
-from bot.router import router
+from bot.router import Router
+from bot.router import router as default_router
 from bot.runtime import Runtime
 
 log = logging.getLogger("beekeeper.worker")
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10):
+    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10, router: Router | None = None):
         self.runtime = runtime
         self.name = name or inbox.worker_name()
         self.batch = batch
         self.stop_event = threading.Event()
         self._last_run: dict[int, float] = {}
-        load_handlers()
+        if router is None:
+            load_handlers()
+        self.router = router if router is not None else default_router
 
     def run_once(self) -> int:
         """Process every due delivery; returns how many were handled."""
         settings = self.runtime.settings
         return inbox.drain(
             self.runtime.engine,
-            router,
+            self.router,
             self.runtime.make_context,
             worker=self.name,
             lease_seconds=settings.worker_lease_seconds,
             max_attempts=settings.worker_max_attempts,
             batch=self.batch,
+            should_stop=self.stop_event.is_set,
         )
 
     def run_periodic(self) -> None:
@@ -52,14 +56,16 @@ class Worker:
         log.info("worker %s started", self.name)
         wake = self.runtime.wake or threading.Event()
         while not self.stop_event.is_set():
+            # Cleared before draining: a delivery stored while we drain sets it again, so the
+            # wait below returns at once and nothing waits a whole poll interval.
+            wake.clear()
             try:
                 self.run_once()
                 self.run_periodic()
-            except Exception:  # noqa: BLE001 - e.g. database restarting: wait and try again
-                log.exception("worker loop error; retrying")
+            except Exception as exc:  # noqa: BLE001 - e.g. database restarting: wait and try again
+                log.error("worker loop error (%s: %.300s); retrying", type(exc).__name__, exc)
                 self.stop_event.wait(min(5.0, self.runtime.settings.worker_poll_seconds * 5))
             wake.wait(self.runtime.settings.worker_poll_seconds)
-            wake.clear()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:

@@ -67,6 +67,25 @@ class FakeGitHub:
     redelivered: list[int] = field(default_factory=list)
     oauth_codes: dict[str, str] = field(default_factory=dict)  # code -> login
     oauth_tokens: dict[str, str] = field(default_factory=dict)  # token -> login
+    # Who is "signed in at GitHub" in a live test's browser: GET /login/oauth/authorize grants at
+    # once as this login and redirects back with a fresh code (None: nobody, the page refuses).
+    browser_login: str | None = None
+    # App manifest flow: code -> the credentials POST /app-manifests/{code}/conversions returns.
+    manifest_codes: dict[str, dict] = field(default_factory=dict)
+    manifest_conversion_auth: list[str | None] = field(default_factory=list)  # Authorization header of each
+    # The app's webhook configuration (GET /app/hook/config); GitHub masks the secret.
+    hook_config: dict = field(default_factory=lambda: {"content_type": "json", "insecure_ssl": "0",
+                                                       "url": "http://localhost:8000/webhook",
+                                                       "secret": "********"})
+    # The one installation (id 1): what it grants, and the repositories it covers.
+    installation: dict = field(default_factory=lambda: {
+        "id": 1, "app_id": APP_ID, "app_slug": APP_SLUG, "target_type": "Organization",
+        "account": {"login": "acme", "id": 7000001, "type": "Organization"},
+        "repository_selection": "selected",
+        "permissions": {"issues": "write", "metadata": "read", "members": "read"},
+        "events": ["issues", "issue_comment"], "suspended_at": None})
+    installation_repos: list[str] = field(default_factory=lambda: ["acme/access"])
+    uninstalled_repos: set[str] = field(default_factory=set)  # GET /repos/{repo}/installation -> 404
     tokens_issued: int = 0
     token_ttl: timedelta = timedelta(hours=1)
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -160,6 +179,8 @@ class FakeGitHub:
             return self._api(method.upper(), unquote(api_path), query, payload, headers)
 
     def _web(self, method: str, path: str, data: dict) -> tuple[int, dict, Any]:
+        if method == "GET" and path == "/login/oauth/authorize":
+            return self._authorize(data)
         if method == "POST" and path == "/login/oauth/access_token":
             login = self.oauth_codes.pop(data.get("code", ""), None)
             if login is None:
@@ -170,6 +191,18 @@ class FakeGitHub:
             return 200, {}, {"access_token": token, "token_type": "bearer", "scope": ""}
         return 404, {}, {"message": "Not Found"}
 
+    def _authorize(self, query: dict) -> tuple[int, dict, Any]:
+        """GitHub's authorize page for a browser signed in as `browser_login`, with the app already
+        authorised: straight back to redirect_uri with a one-time code and the caller's state."""
+        login, redirect_uri = self.browser_login, query.get("redirect_uri")
+        if not login or login not in self.users or not redirect_uri or not query.get("client_id"):
+            return 403, {}, {"message": "nobody is signed in at the fake GitHub (set browser_login)"}
+        code = f"fakecode{next(self._ids)}"
+        self.oauth_codes[code] = login
+        params = {"code": code, **({"state": query["state"]} if "state" in query else {})}
+        separator = "&" if "?" in redirect_uri else "?"
+        return 302, {"Location": f"{redirect_uri}{separator}{urlencode(params)}"}, ""
+
     def _api(self, method: str, path: str, query: dict, data: Any, headers: dict) -> tuple[int, dict, Any]:
         routes = [
             ("POST", r"/app/installations/(\d+)/access_tokens", self._access_token),
@@ -178,11 +211,15 @@ class FakeGitHub:
                                         "permissions": {"issues": "write", "metadata": "read",
                                                         "members": "read"}}),
             ("GET", r"/app/hook/deliveries", lambda m: self._hook_deliveries(query)),
+            ("GET", r"/app/hook/config", lambda m: self.hook_config),
+            ("GET", r"/app/installations", lambda m: self._page([self.installation], query, "/app/installations")),
+            ("GET", r"/installation/repositories", lambda m: self._installation_repositories()),
+            ("POST", r"/app-manifests/([^/]+)/conversions", lambda m: self._convert_manifest(m[1], headers)),
             ("POST", r"/app/hook/deliveries/(\d+)/attempts", self._redeliver),
             ("GET", r"/user", lambda m: self._oauth_user(headers)),
             ("GET", r"/users/([^/]+)", lambda m: self.users.get(m[1]) or (404, {"message": "Not Found"})),
             ("GET", r"/user/(\d+)", self._user_by_id),
-            ("GET", r"/repos/([^/]+/[^/]+)/installation", lambda m: {"id": 1, "app_id": APP_ID}),
+            ("GET", r"/repos/([^/]+/[^/]+)/installation", lambda m: self._repo_installation(m[1])),
             ("GET", r"/repos/([^/]+/[^/]+)/issues", lambda m: self._list_issues(m[1], query)),
             ("GET", r"/repos/([^/]+/[^/]+)/issues/(\d+)", lambda m: self._issue(m[1], int(m[2]))),
             ("PATCH", r"/repos/([^/]+/[^/]+)/issues/(\d+)", lambda m: self._patch_issue(m[1], int(m[2]), data)),
@@ -190,6 +227,7 @@ class FakeGitHub:
              lambda m: self._page([self._public(c) for c in self.comments_on(m[1], int(m[2]))], query, m[0])),
             ("POST", r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments",
              lambda m: (201, self._public(self.add_comment(m[1], int(m[2]), data["body"], BOT_USER)))),
+            ("GET", r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", lambda m: self._get_comment(m[1], int(m[2]))),
             ("PATCH", r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", lambda m: self._edit_comment(int(m[2]), data)),
             ("POST", r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)/reactions",
              lambda m: self._react(int(m[2]), data)),
@@ -277,6 +315,12 @@ class FakeGitHub:
         issue["updated_at"] = _now()
         return issue
 
+    def _get_comment(self, repo: str, cid: int):
+        comment = self.comments.get(cid)
+        if comment is None or comment["_repo"] != repo:
+            return 404, {"message": "Not Found"}
+        return self._public(comment)
+
     def _edit_comment(self, cid: int, data: dict):
         comment = self.comments.get(cid)
         if comment is None:
@@ -333,6 +377,23 @@ class FakeGitHub:
     def _hook_deliveries(self, query: dict):
         items = sorted(self.hook_deliveries, key=lambda d: d["delivered_at"], reverse=True)
         return self._page(items, query, "/app/hook/deliveries")
+
+    def _repo_installation(self, repo: str):
+        if repo in self.uninstalled_repos:
+            return 404, {"message": "Not Found"}
+        return {**self.installation, "id": 1, "app_id": APP_ID}
+
+    def _installation_repositories(self):
+        repos = [{"id": 8_000_000 + i, "full_name": name, "name": name.split("/")[1], "private": False}
+                 for i, name in enumerate(self.installation_repos)]
+        return {"total_count": len(repos), "repository_selection": "selected", "repositories": repos}
+
+    def _convert_manifest(self, code: str, headers: dict):
+        self.manifest_conversion_auth.append(headers.get("Authorization"))  # GitHub wants none
+        app = self.manifest_codes.pop(code, None)
+        if app is None:
+            return 404, {"message": "Not Found"}
+        return 201, app
 
     def _redeliver(self, match):
         self.redelivered.append(int(match[1]))

@@ -13,6 +13,10 @@ from bot.config import ConfigError
 
 COMMAND_MODULES = [
     "bot.cli.core",
+    "bot.cli.ops",  # after core: adds `db copy` to core's `db` group
+    "bot.cli.requests",
+    "bot.cli.keys",
+    "bot.cli.allowlist",  # gateways, signing-keys, allowlist export
 ]
 
 

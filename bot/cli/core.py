@@ -12,10 +12,11 @@ import click
 from sqlmodel import Session, select
 
 from bot import inbox, migrate
-from bot.cli import pass_state, setup_logging
+from bot.cli import pass_state
 from bot.clock import utcnow
-from bot.db import is_sqlite
+from bot.db import is_sqlite, reader
 from bot.models import Delivery, DeliveryStatus
+from bot.runtime import configure_logging
 
 log = logging.getLogger("beekeeper")
 
@@ -58,12 +59,16 @@ def register(main: click.Group) -> None:
         from bot.worker import Worker
 
         runtime = state.runtime
-        setup_logging(runtime.settings.log_level)
+        configure_logging(runtime.settings)
         if is_sqlite(runtime.settings.database_url) or migrate.current_revision(runtime.engine) is None:
             migrate.upgrade(runtime.engine)
         elif migrate.pending(runtime.engine):
             raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
         _startup_banner(runtime)
+        from bot import setup
+
+        if not setup.credentials_configured(runtime.settings):
+            click.echo(setup.announce(runtime.settings, host, port), err=True)  # before fork: one token
 
         class EmbeddedServer(BaseApplication):
             """gunicorn with one threaded worker process that also runs the inbox worker."""
@@ -74,16 +79,25 @@ def register(main: click.Group) -> None:
                 self.cfg.set("worker_class", "gthread")
                 self.cfg.set("threads", threads)
                 self.cfg.set("accesslog", None)
+                self.cfg.set("post_fork", self.post_fork)
                 self.cfg.set("post_worker_init", self.post_worker_init)
 
             def load(self):
                 return create_app(runtime)
 
             @staticmethod
+            def post_fork(_server, _worker):
+                # Pooled connections opened before the fork (migrations) belong to the parent.
+                runtime.engine.dispose(close=False)
+
+            @staticmethod
             def post_worker_init(_worker):
                 if no_worker:
                     return
                 runtime.wake = threading.Event()
+                from bot.reconcile import schedule
+
+                schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
                 Worker(runtime).start_thread()
 
         click.echo(f"Beekeeper listening on http://{host}:{port}", err=True)
@@ -100,13 +114,16 @@ def register(main: click.Group) -> None:
         from bot.worker import Worker
 
         runtime = state.runtime
-        setup_logging(runtime.settings.log_level)
+        configure_logging(runtime.settings)
         if migrate.pending(runtime.engine):
             raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
         w = Worker(runtime, batch=batch)
         if once:
             click.echo(f"processed {w.run_once()} deliveries")
             return
+        from bot.reconcile import schedule
+
+        schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
         signal.signal(signal.SIGINT, lambda *_: w.stop())
         w.run_forever()
@@ -147,7 +164,7 @@ def register(main: click.Group) -> None:
         query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
         if status:
             query = query.where(Delivery.status == (DeliveryStatus.RETRY if status == "failed" else status))
-        with Session(state.runtime.engine) as session:
+        with Session(reader(state.runtime.engine)) as session:
             rows = session.exec(query).all()
         if not rows:
             click.echo("no deliveries")
@@ -163,7 +180,10 @@ def register(main: click.Group) -> None:
     def deliveries_retry(state, delivery_pk: int) -> None:
         """Queue delivery ID (the number `deliveries list` shows) to be processed again."""
         with Session(state.runtime.engine) as session:
-            row = inbox.retry_now(session, delivery_pk)
+            try:
+                row = inbox.retry_now(session, delivery_pk)
+            except inbox.DeliveryBusy as exc:
+                raise click.ClickException(str(exc)) from None
             if row is None:
                 raise click.ClickException(f"no delivery with id {delivery_pk}")
             session.commit()
@@ -175,7 +195,20 @@ def register(main: click.Group) -> None:
     @pass_state
     def redeliver(state, since_text: str, dry_run: bool) -> None:
         """Ask GitHub to redeliver failed deliveries that never reached the inbox (cron-safe)."""
+        from bot.errors import RetryLater
+        from bot.github import GitHubError
         from bot.redelivery import redeliver_missed
 
-        report = redeliver_missed(state.runtime, utcnow() - parse_duration(since_text), dry_run=dry_run)
+        since = utcnow() - parse_duration(since_text)
+        runtime = state.runtime
+        configure_logging(runtime.settings)
+        if not runtime.github.configured:
+            raise click.ClickException("redeliver needs the app's credentials: set BEEKEEPER_GITHUB_APP_ID and "
+                                       "BEEKEEPER_GITHUB_PRIVATE_KEY (or BEEKEEPER_GITHUB_PRIVATE_KEY_PATH)")
+        try:
+            report = redeliver_missed(runtime, since, dry_run=dry_run)
+        except (GitHubError, RetryLater) as exc:
+            raise click.ClickException(f"cannot list the app's hook deliveries: {exc}") from None
         click.echo(json.dumps(report.as_dict()))
+        if report.errors:
+            raise SystemExit(1)

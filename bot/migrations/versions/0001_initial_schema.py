@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 19:49:58.881359
+Create Date: 2026-11-27 20:17:39.928798
 """
 from alembic import op
 import sqlalchemy as sa
@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('values', sa.JSON(), nullable=False),
     sa.Column('check_results', sa.JSON(), nullable=False),
     sa.Column('checks_ok', sa.Boolean(), nullable=False),
+    sa.Column('needs_maintainer', sa.Boolean(), nullable=False),
     sa.Column('body_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('status_comment_id', sa.BigInteger(), nullable=True),
     sa.Column('issue_state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -187,6 +188,24 @@ def upgrade() -> None:
     with op.batch_alter_table('api_key', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_key_grant_id'), ['grant_id'], unique=False)
 
+    op.create_table('domain_change',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('grant_id', sa.Integer(), nullable=False),
+    sa.Column('domain', sqlmodel.sql.sqltypes.AutoString(length=253), nullable=False),
+    sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('requested_by', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('requested_by_id', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('decided_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('decided_by', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['grant_id'], ['grant.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('domain_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_domain_change_grant_id'), ['grant_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_domain_change_state'), ['state'], unique=False)
+
     op.create_table('grant_domain',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('grant_id', sa.Integer(), nullable=False),
@@ -198,6 +217,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('grant_domain', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_grant_domain_domain'), ['domain'], unique=False)
         batch_op.create_index(batch_op.f('ix_grant_domain_grant_id'), ['grant_id'], unique=False)
         batch_op.create_index('uq_grant_domain_active', ['domain'], unique=True, postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
 
@@ -211,8 +231,14 @@ def downgrade() -> None:
     with op.batch_alter_table('grant_domain', schema=None) as batch_op:
         batch_op.drop_index('uq_grant_domain_active', postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
         batch_op.drop_index(batch_op.f('ix_grant_domain_grant_id'))
+        batch_op.drop_index(batch_op.f('ix_grant_domain_domain'))
 
     op.drop_table('grant_domain')
+    with op.batch_alter_table('domain_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_domain_change_state'))
+        batch_op.drop_index(batch_op.f('ix_domain_change_grant_id'))
+
+    op.drop_table('domain_change')
     with op.batch_alter_table('api_key', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_key_grant_id'))
 

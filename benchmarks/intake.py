@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Webhook intake throughput: signed deliveries/s accepted by `POST /webhook` under gunicorn.
+
+In one run, on 127.0.0.1 only:
+1. a bare Flask app with one route answering 200 (the ceiling: Flask + gunicorn + HTTP);
+2. `bot:create_app()` on a fresh database (a new SQLite file, or a new database on the
+   PostgreSQL server named by --database-url), every request a signed real `issues.opened`
+   payload with a unique X-GitHub-Delivery, each committed to the inbox before its 202.
+
+Both are served the same way (gunicorn, --workers on this machine's 2 cores) and driven by the
+same bounded load generator: `wrk` when it is installed (apt-get install wrk), else a Python
+thread pool with keep-alive sessions. Every run is bounded in request count and in time.
+Afterwards the inbox is counted: every 202 must be a stored row.
+
+    .venv/bin/python benchmarks/intake.py
+    .venv/bin/python benchmarks/intake.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+
+Goal: intake >= 70 % of the bare route's throughput, p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-webhook-secret"
+PAYLOAD = ROOT / "tests" / "fixtures" / "webhooks" / "issues.opened.json"
+
+
+def bare_app():
+    """The baseline: one Flask route that answers 200 (gunicorn serves `intake:bare_app()`)."""
+    from flask import Flask
+
+    app = Flask("bare")
+
+    @app.post("/webhook")
+    def webhook():
+        return "ok", 200
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# servers
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(app_spec: str, port: int, args, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--workers", str(args.workers),
+        "--worker-class", args.worker_class,
+        "--threads", str(args.threads),
+        "--bind", f"127.0.0.1:{port}",
+        "--backlog", "256",
+        "--log-level", "warning",
+        "--pythonpath", f"{ROOT},{ROOT / 'benchmarks'}",
+        app_spec,
+    ]
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}; see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)  # our own gunicorn's process group (start_new_session)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# database
+# ---------------------------------------------------------------------------------------------
+
+
+class BenchDatabase:
+    """A fresh database for one run: a new SQLite file, or a new database on the given server."""
+
+    def __init__(self, base_url: str | None, workdir: Path):
+        self.base_url = base_url
+        self.created: str | None = None
+        if not base_url:
+            self.url = f"sqlite:///{workdir / 'intake.sqlite3'}"
+        else:
+            import psycopg
+            from sqlalchemy.engine import make_url
+
+            url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
+            self.created = f"bk_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+            admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.created}"')
+            self.url = url.set(database=self.created).render_as_string(hide_password=False)
+        from bot import migrate
+        from bot.db import make_engine
+
+        self.engine = make_engine(self.url)
+        migrate.upgrade(self.engine)
+
+    def count_prefixes(self, prefixes: list[str]) -> int:
+        """Rows stored by the measured runs (their delivery ids start with the run's prefix)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            return sum(conn.execute(text("SELECT count(*) FROM delivery WHERE delivery_id LIKE :p"),
+                                    {"p": prefix + "-%"}).scalar_one() for prefix in prefixes)
+
+    def drop(self) -> None:
+        self.engine.dispose()
+        if self.created:
+            import psycopg
+            from sqlalchemy.engine import make_url
+
+            admin = make_url(self.base_url.replace("postgresql+psycopg://", "postgresql://", 1))
+            with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.created}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------------------------------------
+# load generators
+# ---------------------------------------------------------------------------------------------
+
+
+def signed_request(body: bytes) -> dict[str, str]:
+    from bot.webhooks import sign
+
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/bench",
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Hook-ID": "31337",
+        "X-Hub-Signature-256": sign(SECRET, body),
+    }
+
+
+WRK_SCRIPT = r"""
+-- Generated by benchmarks/intake.py: unique delivery ids; at most `limit` answers per wrk thread
+-- (a safety cap: wrk stops sending then, and -d bounds the time).
+local body = %(body)s
+local prefix = %(prefix)s
+local limit = %(limit)d
+local headers = %(headers)s
+local counter, answered, thread_id = 0, 0, 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function request()
+  counter = counter + 1
+  headers["X-GitHub-Delivery"] = string.format("%%s-%%d-%%d", prefix, thread_id, counter)
+  return wrk.format("POST", "/webhook", headers, body)
+end
+
+function response(status, hdrs, resp_body)
+  answered = answered + 1
+  if answered >= limit then wrk.thread:stop() end
+end
+
+function done(summary, latency, requests)
+  io.write(string.format('{"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, ' ..
+    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string literal is a valid Lua string literal for this ASCII text
+
+
+def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, workdir: Path) -> dict:
+    """wrk for `seconds` (throughput = answers / seconds), never more than `cap` requests."""
+    headers = signed_request(body)
+    lua_headers = "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+    script = workdir / f"{prefix}.lua"
+    script.write_text(WRK_SCRIPT % {
+        "body": _lua_string(body.decode()), "prefix": _lua_string(prefix), "headers": lua_headers,
+        "limit": max(1, cap // args.wrk_threads),
+    })
+    output = subprocess.run(
+        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{seconds}s",
+         "--timeout", "5s", "-s", str(script), url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    data = json.loads(output.strip().splitlines()[-1])
+    seconds = data["duration_us"] / 1e6
+    return {
+        "requests": data["requests"],
+        "seconds": seconds,
+        "per_second": data["requests"] / seconds,
+        "p50_ms": data["p50_us"] / 1000,
+        "p90_ms": data["p90_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "max_ms": data["max_us"] / 1000,
+        "failed": data["non2xx"] + data["errors"],
+        "capped": data["requests"] >= cap,  # wrk idled after the cap: per_second understates
+    }
+
+
+def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, workdir: Path) -> dict:
+    """A thread pool of keep-alive sessions for `seconds`, never more than `cap` requests."""
+    headers = signed_request(body)
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    failed = 0
+    lock = threading.Lock()
+    sequence = iter(range(cap))
+
+    def client(index: int) -> None:
+        nonlocal failed
+        local_latencies, local_failed = [], 0
+        with requests.Session() as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    number = next(sequence, None)
+                if number is None:
+                    break
+                started = time.perf_counter()
+                response = http.post(url, data=body, timeout=5,
+                                     headers={**headers, "X-GitHub-Delivery": f"{prefix}-{number}"})
+                local_latencies.append(time.perf_counter() - started)
+                local_failed += not response.ok
+        with lock:
+            latencies.extend(local_latencies)
+            failed += local_failed
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        list(pool.map(client, range(args.concurrency)))
+    seconds = time.perf_counter() - started
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000 if latencies else 0.0
+
+    return {"requests": len(latencies), "seconds": seconds, "per_second": len(latencies) / seconds,
+            "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99),
+            "max_ms": latencies[-1] * 1000 if latencies else 0.0, "failed": failed, "capped": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+
+
+class Server:
+    """One gunicorn serving `app_spec` on a free port, for the whole run."""
+
+    def __init__(self, name: str, app_spec: str, env: dict[str, str], args, workdir: Path):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/webhook"
+        self.process = start_gunicorn(app_spec, self.port, args, env, workdir, workdir / f"{name}.log")
+
+    def __enter__(self) -> Server:
+        wait_until_serving(self.port, self.process)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.process)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of gunicorn and its workers so far (Linux /proc), for CPU per request."""
+        pids = [self.process.pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == self.process.pid:
+                    pids.append(int(entry.name))
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+def summarize(name: str, rounds: list[dict]) -> dict:
+    """Medians over the rounds: a shared machine's noise hits one round, not the result."""
+    result = {key: statistics.median(r[key] for r in rounds)
+              for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms")}
+    result.update(name=name, requests=sum(r["requests"] for r in rounds), failed=sum(r["failed"] for r in rounds),
+                  capped=any(r["capped"] for r in rounds), rounds=rounds)
+    return result
+
+
+def run_rounds(servers: list[Server], body: bytes, args, workdir: Path, load) -> dict[str, list[dict]]:
+    """Warm every server up, then measure them in turn, `--rounds` times (ABAB…), so slow
+    minutes on a shared machine fall on both alike."""
+    results: dict[str, list[dict]] = {server.name: [] for server in servers}
+    for server in servers:
+        load(server.url, body, args.warmup_seconds, args.max_requests, args, f"{server.name}-warmup", workdir)
+    for round_number in range(args.rounds):
+        for server in servers:
+            prefix = f"{server.name}-r{round_number}-{uuid.uuid4().hex[:8]}"
+            cpu_before = server.cpu_seconds()
+            result = load(server.url, body, args.seconds, args.max_requests, args, prefix, workdir)
+            result["cpu_ms"] = (server.cpu_seconds() - cpu_before) / max(1, result["requests"]) * 1000
+            result["prefix"] = prefix
+            results[server.name].append(result)
+            print(f"  round {round_number + 1} {server.name:7} {result['per_second']:7.0f}/s "
+                  f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                  f"server CPU {result['cpu_ms']:.2f} ms/request", file=sys.stderr)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL server to run on (a fresh database is created and dropped); "
+                             "default: a new SQLite file")
+    parser.add_argument("--seconds", type=int, default=8, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="measured runs per server (medians reported)")
+    parser.add_argument("--warmup-seconds", type=int, default=2, help="load before each measured run")
+    parser.add_argument("--max-requests", type=int, default=150_000, help="cap on requests per run")
+    parser.add_argument("--concurrency", type=int, default=16, help="open connections")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = parser.parse_args()
+
+    use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk"))
+    load = run_wrk if use_wrk else run_python
+    body = json.dumps(json.loads(PAYLOAD.read_text()), separators=(",", ":")).encode()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bk-bench-"))
+    database = BenchDatabase(args.database_url, workdir)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("BEEKEEPER_")}
+    bot_env = {**base_env, "BEEKEEPER_DATABASE_URL": database.url, "BEEKEEPER_WEBHOOK_SECRET": SECRET,
+               "BEEKEEPER_SECRET_KEY": "bench", "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance")}
+    try:
+        with Server("bare", "intake:bare_app()", base_env, args, workdir) as bare_server, \
+                Server("intake", "bot:create_app()", bot_env, args, workdir) as intake_server:
+            results = run_rounds([bare_server, intake_server], body, args, workdir, load)
+        stored = database.count_prefixes([r["prefix"] for r in results["intake"]])
+    finally:
+        database.drop()
+    bare, intake = summarize("bare", results["bare"]), summarize("intake", results["intake"])
+
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    ratio = intake["per_second"] / bare["per_second"]
+    print(f"\nintake benchmark — {backend}, gunicorn {args.workers}×{args.worker_class}"
+          f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}, "
+          f"{args.concurrency} connections, load: {'wrk' if use_wrk else 'python'}, "
+          f"payload {len(body)} bytes, {os.cpu_count()} cores, median of {args.rounds} rounds × {args.seconds} s")
+    print(f"{'':8} {'requests':>9} {'per s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'failed':>7} {'CPU ms/req':>11}")
+    for r in (bare, intake):
+        print(f"{r['name']:8} {r['requests']:>9} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f}"
+              f"{'  (request cap reached: raise --max-requests)' if r['capped'] else ''}")
+    accepted = intake["requests"] - intake["failed"]
+    print(f"ratio intake/bare: {ratio:.0%} (goal ≥ 70%: {'met' if ratio >= 0.70 else 'MISSED'}); "
+          f"intake p99 {intake['p99_ms']:.1f} ms (goal < 50 ms: {'met' if intake['p99_ms'] < 50 else 'MISSED'})")
+    print(f"inbox rows stored: {stored} for {accepted} accepted answers "
+          f"({'every 202 stored' if stored >= accepted else 'ROWS MISSING'})")
+    if args.json:
+        print(json.dumps({"backend": backend, "bare": bare, "intake": intake, "ratio": ratio, "stored": stored},
+                         default=str))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if stored >= accepted and intake["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

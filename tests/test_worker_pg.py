@@ -1,0 +1,127 @@
+"""Several workers against one database never process a delivery twice.
+
+On PostgreSQL the claim selects rows `FOR UPDATE SKIP LOCKED`; each worker here has its own
+engine (its own connections), exactly as separate `beekeeper worker` processes would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from bot import inbox
+from bot.db import make_engine
+from bot.models import Delivery
+from bot.router import Router
+from bot.runtime import Runtime
+from bot.worker import Worker
+from tests.conftest import PG_URL, issue_event
+
+
+def fill_inbox(engine, count: int) -> list[str]:
+    payload = json.dumps(issue_event("opened", body="load"))
+    ids = [f"delivery-{n:04d}" for n in range(count)]
+    with engine.begin() as connection:
+        for delivery_id in ids:
+            inbox.store(connection, inbox.Incoming("issues", "opened", delivery_id, 1, 1, payload))
+    return ids
+
+
+def drain_with_two_workers(db, database_url, settings, policy, github, count: int) -> tuple[Counter, Counter]:
+    ids = fill_inbox(db, count)
+    invocations: Counter = Counter()
+    by_worker: Counter = Counter()
+    lock = threading.Lock()
+    router = Router()
+
+    @router.on("issues", "opened")
+    def handler(event, ctx):
+        with lock:
+            invocations[event.delivery_id] += 1
+            by_worker[threading.current_thread().name] += 1
+        time.sleep(0.001)  # let the other worker in: handlers do I/O in real life
+
+    engines = [make_engine(database_url) for _ in range(2)]
+    workers = [Worker(Runtime(settings=settings, policy=policy, engine=engine, github=github),
+                      name=f"worker-{n}", router=router, batch=5) for n, engine in enumerate(engines)]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(worker: Worker) -> None:
+        start.wait()
+        try:
+            while worker.run_once():
+                pass
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,), name=w.name) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for engine in engines:
+        engine.dispose()
+    assert not errors, errors
+    assert set(invocations) == set(ids)
+    return invocations, by_worker
+
+
+def assert_each_processed_once(db, invocations: Counter, by_worker: Counter, count: int) -> None:
+    assert [d for d, n in invocations.items() if n != 1] == []  # exactly once, every one
+    assert sum(by_worker.values()) == count
+    assert set(by_worker) == {"worker-0", "worker-1"}, by_worker  # both workers took part
+    with Session(db) as session:
+        outcome = dict(session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
+        attempts = set(session.exec(select(Delivery.attempts)).all())
+        holders = dict(session.exec(select(Delivery.locked_by, func.count()).group_by(Delivery.locked_by)).all())
+    assert outcome == {"processed": count}
+    assert attempts == {1}  # nobody claimed a delivery that another worker held
+    assert holders == dict(by_worker)  # the lease holder is the worker whose handler ran
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="needs BEEKEEPER_TEST_DATABASE_URL (PostgreSQL)")
+def test_two_workers_on_postgresql_drain_500_deliveries_each_exactly_once(db, database_url, settings, policy, github):
+    invocations, by_worker = drain_with_two_workers(db, database_url, settings, policy, github, 500)
+    assert_each_processed_once(db, invocations, by_worker, 500)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="needs BEEKEEPER_TEST_DATABASE_URL (PostgreSQL)")
+def test_concurrent_claims_on_postgresql_are_disjoint(db, database_url):
+    fill_inbox(db, 200)
+    engines = [make_engine(database_url) for _ in range(4)]
+    claimed: dict[int, list[int]] = {}
+    start = threading.Barrier(4)
+
+    def claim_all(n: int) -> None:
+        start.wait()
+        mine: list[int] = []
+        while batch := inbox.claim(engines[n], f"claimer-{n}", 60, limit=7):
+            mine += batch
+        claimed[n] = mine
+
+    threads = [threading.Thread(target=claim_all, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for engine in engines:
+        engine.dispose()
+    everything = [pk for batch in claimed.values() for pk in batch]
+    assert len(everything) == len(set(everything)) == 200
+
+
+def test_two_workers_on_the_test_database_drain_each_delivery_once(db, database_url, settings, policy, github):
+    """The same guarantee on whichever database this run uses (SQLite: its write lock)."""
+    invocations, by_worker = drain_with_two_workers(db, database_url, settings, policy, github, 60)
+    assert [d for d, n in invocations.items() if n != 1] == []
+    assert sum(by_worker.values()) == 60
