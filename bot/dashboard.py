@@ -39,7 +39,7 @@ from bot.queue import pending_domain_changes, queue_item, review_queue
 from bot.router import Context
 from bot.search import AuditFilter, GrantFilter, audit_actions, audit_query, grants_query
 from bot.versioning import current_version
-from bot.web import check_csrf
+from bot.web import guard_pages
 from bot.web_permissions import current_scope, maintainer_required, require_scope_for, runtime, signed_in_user
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin")
@@ -51,19 +51,7 @@ GITHUB_DOWN = ("GitHub did not answer, so nothing was changed. Try again in a mi
                "the slash-command in the issue does the same.")
 
 
-@bp.before_request
-def _csrf() -> None:
-    check_csrf()
-
-
-@bp.errorhandler(403)
-@bp.errorhandler(404)
-@bp.errorhandler(503)
-def _error(error):
-    titles = {403: "Not allowed", 404: "Not found", 503: "Try again soon"}
-    return render_template("pages/portal_error.html", title=titles.get(error.code, "Error"),
-                           message=error.description, back_url=url_for("portal.home"),
-                           back_label="Back to My access"), error.code
+guard_pages(bp)
 
 
 def _common() -> dict:

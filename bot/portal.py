@@ -22,7 +22,7 @@ from bot.errors import RetryLater
 from bot.github import GitHubError
 from bot.models import ApiKey, DomainChange
 from bot.permissions import PermissionUnknown, installation_for, served_repositories
-from bot.web import check_csrf, no_store
+from bot.web import guard_pages, no_store
 from bot.web_permissions import cached_scope, is_maintainer_quietly, runtime, signed_in_user
 
 bp = Blueprint("portal", __name__)
@@ -32,19 +32,7 @@ NOT_YOURS = "There is no such grant among yours."
 SOURCE = "portal"  # what the audit rows of portal actions point at
 
 
-@bp.before_request
-def _csrf() -> None:
-    check_csrf()
-
-
-@bp.errorhandler(403)
-@bp.errorhandler(404)
-@bp.errorhandler(503)
-def _error(error):
-    titles = {403: "Not allowed", 404: "Not found", 503: "Try again soon"}
-    return render_template("pages/portal_error.html", title=titles.get(error.code, "Error"),
-                           message=error.description, back_url=url_for("portal.home"),
-                           back_label="Back to My access"), error.code
+guard_pages(bp)
 
 
 @bp.app_context_processor

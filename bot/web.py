@@ -76,3 +76,21 @@ def _security_headers(response):
 def forbidden_unless(condition: bool, message: str = "You do not have access to this page.") -> None:
     if not condition:
         abort(403, description=message)
+
+
+def guard_pages(blueprint: Blueprint) -> None:
+    """What every page blueprint needs: CSRF on each non-GET request, and 403/404/503 shown as
+    a page written for people (with a way back) instead of Flask's bare error text."""
+
+    @blueprint.before_request
+    def _csrf() -> None:
+        check_csrf()
+
+    @blueprint.errorhandler(403)
+    @blueprint.errorhandler(404)
+    @blueprint.errorhandler(503)
+    def _error(error):
+        titles = {403: "Not allowed", 404: "Not found", 503: "Try again soon"}
+        return render_template("pages/portal_error.html", title=titles.get(error.code, "Error"),
+                               message=error.description, back_url=url_for("portal.home"),
+                               back_label="Back to My access"), error.code
