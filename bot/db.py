@@ -5,8 +5,6 @@ Nothing here knows about Flask, so the web app, the worker and the CLI share it.
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 import sqlite3
 import threading
@@ -19,8 +17,6 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, create_engine
-
-log = logging.getLogger("beekeeper.db")
 
 _engines: dict[str, Engine] = {}
 
@@ -141,16 +137,8 @@ def sqlite_begin_immediate(dbapi_connection) -> None:
             delay = min(delay * 2, 0.002)
 
 
-def _no_autocheckpoint(dbapi_connection, _record) -> None:
-    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-
-
-def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
-    """A new engine for `url`, with the settings each backend needs.
-
-    `autocheckpoint=False` (SQLite): commits never copy the WAL back into the database file;
-    a WalCheckpointer must do it in the background.
-    """
+def make_engine(url: str) -> Engine:
+    """A new engine for `url`, with the settings each backend needs."""
     if is_sqlite(url):
         path = url.split("sqlite:///", 1)[-1] if "sqlite:///" in url else ""
         connect_args = {"check_same_thread": False, "timeout": 30, "isolation_level": None}
@@ -164,8 +152,6 @@ def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
             pool = {"poolclass": QueuePool, "pool_size": 8, "max_overflow": 16}
         engine = create_engine(url, connect_args=connect_args, **pool)
         event.listen(engine, "connect", _tune_sqlite)
-        if not autocheckpoint:
-            event.listen(engine, "connect", _no_autocheckpoint)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     # connect_timeout: an unreachable server fails /readyz and the worker loop in seconds, not minutes.
@@ -174,65 +160,22 @@ def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
 
 
 def intake_engine(engine: Engine) -> Engine:
-    """The engine the webhook intake writes with, a sibling of `engine` (same database):
+    """The engine the webhook intake writes with.
 
-    - PostgreSQL: without pre-ping, which is one more round trip per delivery (the intake
-      retries a connection the server closed by itself);
-    - SQLite: without automatic WAL checkpoints (they copy ~4 MB back into the database file
-      in the middle of whichever commit crosses the threshold, holding up every writer
-      behind it); a WalCheckpointer does that work in the background instead. It shares the
-      process's write lock with `engine`, which is keyed by the file.
+    PostgreSQL: a sibling of `engine` in autocommit mode and without pre-ping, so storing a
+    batch of deliveries is one round trip: a single INSERT statement is its own transaction,
+    durable when it returns (no BEGIN, no COMMIT, no ping; the intake retries a connection the
+    server closed by itself). SQLite: `engine` itself (connections share the write lock).
     """
+    if is_sqlite(engine):
+        return engine
     key = "intake:" + engine.url.render_as_string(hide_password=False)
     sibling = _engines.get(key)
     if sibling is None:
-        if is_sqlite(engine):
-            sibling = make_engine(key.removeprefix("intake:"), autocheckpoint=False)
-        else:
-            sibling = create_engine(engine.url, pool_pre_ping=False, pool_size=5, max_overflow=5, pool_recycle=1800,
-                                    connect_args={"connect_timeout": 5})
-        _engines[key] = sibling
+        sibling = _engines[key] = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False,
+                                                pool_size=5, max_overflow=5, pool_recycle=1800,
+                                                connect_args={"connect_timeout": 5})
     return sibling
-
-
-class WalCheckpointer:
-    """Copies SQLite's write-ahead log back into the database file from a background thread,
-    every half second, in PASSIVE mode (it never blocks a writer or a reader). One thread per
-    process, started (again, after a fork) on first use."""
-
-    INTERVAL = 0.5
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self._pid: int | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def ensure_running(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="beekeeper-wal-checkpoint", daemon=True)
-            self._thread.start()
-
-    def checkpoint(self) -> tuple[int, int, int]:
-        """(busy, frames in the log, frames checkpointed), as SQLite reports them."""
-        pooled = self.engine.raw_connection()
-        try:
-            return tuple(pooled.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-        finally:
-            pooled.close()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.INTERVAL)
-            try:
-                self.checkpoint()
-            except Exception as error:  # noqa: BLE001 - the database may be busy or gone; try later
-                log.debug("WAL checkpoint skipped: %s", error)
 
 
 def get_engine(url: str) -> Engine:

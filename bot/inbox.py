@@ -133,12 +133,11 @@ class _BatchInsert:
     MAX_ROWS = 100
 
     def __init__(self, engine: Engine):
-        from bot.db import WalCheckpointer, intake_engine
+        from bot.db import intake_engine
 
         self.engine = intake_engine(engine)
         dialect = self.engine.dialect
         self.sqlite = dialect.name == "sqlite"
-        self.checkpointer = WalCheckpointer(self.engine) if self.sqlite else None
         self.pid = os.getpid()
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self.row_sql = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
@@ -174,8 +173,6 @@ class _BatchInsert:
         if self.pid != os.getpid():  # forked (gunicorn --preload): the parent's connections are not ours
             self.engine.dispose(close=False)
             self.pid = os.getpid()
-        if self.checkpointer is not None:
-            self.checkpointer.ensure_running()
         for attempt in (1, 2):
             pooled = self.engine.raw_connection()
             connection = pooled.driver_connection
@@ -184,11 +181,11 @@ class _BatchInsert:
                     sqlite_begin_immediate(connection)
                 cursor = connection.cursor()
                 try:
-                    cursor.execute(sql, params)
+                    cursor.execute(sql, params)  # PostgreSQL: autocommit, this statement is the transaction
                     rows = cursor.fetchall()
                 finally:
                     cursor.close()
-                connection.commit()
+                connection.commit()  # SQLite: ends BEGIN IMMEDIATE; PostgreSQL (autocommit): nothing to do
                 return {(hook_id, delivery_id) for hook_id, delivery_id in rows}
             except BaseException as error:
                 broken = _discard_if_broken(pooled, connection)

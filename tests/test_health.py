@@ -19,11 +19,10 @@ from tests.conftest import deliver, issue_event
 @pytest.fixture
 def unreachable_database(runtime):
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
-    engine = make_engine(f"postgresql://postgres@127.0.0.1:{port}/beekeeper")
-    yield create_app(replace(runtime, engine=engine)).test_client()
-    engine.dispose()
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        engine = make_engine(f"postgresql://postgres@127.0.0.1:{sock.getsockname()[1]}/beekeeper")
+        yield create_app(replace(runtime, engine=engine)).test_client()
+        engine.dispose()
 
 
 def test_healthz_says_the_process_is_up(client):

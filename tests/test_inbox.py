@@ -135,19 +135,6 @@ def test_group_commit_a_bad_delivery_does_not_fail_its_neighbours(db):
         assert sorted(session.exec(select(Delivery.delivery_id)).all()) == ["good-0", "good-1"]
 
 
-@pytest.mark.skipif(bool(PG_URL), reason="SQLite's write-ahead log")
-def test_group_commit_checkpoints_sqlite_in_the_background(db):
-    group = inbox.GroupCommit(db)
-    for n in range(30):
-        group.store(inbox.Incoming("issues", "opened", f"wal-{n}", HOOK_ID, 1, "x" * 10_000))
-    checkpointer = group._insert.checkpointer
-    assert checkpointer._thread.is_alive() and checkpointer._thread.daemon
-    busy, logged, copied = checkpointer.checkpoint()
-    assert busy == 0 and logged == copied  # everything the intake wrote is back in the database file
-    with Session(db) as session:
-        assert len(session.exec(select(Delivery)).all()) == 30
-
-
 @pytest.mark.postgres
 @pytest.mark.skipif(not PG_URL, reason="needs BEEKEEPER_TEST_DATABASE_URL (PostgreSQL)")
 def test_group_commit_survives_a_connection_the_server_closed(db):

@@ -258,12 +258,13 @@ def test_database_unreachable_is_503_so_github_records_a_failed_delivery(runtime
 
 
 @pytest.fixture
-def closed_port() -> int:
+def closed_port():
+    """A port that refuses connections: bound (so no other test can take it) but not listening."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens once the socket is closed
+        yield sock.getsockname()[1]
 
 
 def test_received_and_duplicate_counters(client):
