@@ -1,43 +1,31 @@
-"""Where shipped files are: from a source checkout or from an installed wheel."""
+"""Where shipped files are: inside an installed wheel, or in a source checkout.
+
+The wheel carries templates/, the issue form and app.yml as bot/_templates, bot/_form and
+bot/_manifest (see pyproject.toml); a checkout has them at the top level.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_SOURCE_ROOT = _PACKAGE.parent
 
 
-def _package_dir(package: str) -> Path | None:
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files(package)))
-    except (ModuleNotFoundError, TypeError):
-        return None
-    return path if path.is_dir() else None
+def _first_existing(*candidates: Path) -> Path:
+    return next((path for path in candidates if path.exists()), candidates[-1])
 
 
 def templates_path() -> Path:
-    """templates/ at the top of a checkout, else the copy inside the wheel (bot._templates)."""
-    source = _SOURCE_ROOT / "templates"
-    if source.is_dir():
-        return source
-    return _package_dir("bot._templates") or source
+    return _first_existing(_PACKAGE / "_templates", _SOURCE_ROOT / "templates")
 
 
 def issue_form_path() -> Path:
     """The bundled issue form (.github/ISSUE_TEMPLATE/special-access.yml)."""
-    source = _SOURCE_ROOT / ".github" / "ISSUE_TEMPLATE" / "special-access.yml"
-    if source.is_file():
-        return source
-    packaged = _package_dir("bot._form")
-    return (packaged / "special-access.yml") if packaged else source
+    return _first_existing(_PACKAGE / "_form" / "special-access.yml",
+                           _SOURCE_ROOT / ".github" / "ISSUE_TEMPLATE" / "special-access.yml")
 
 
 def app_manifest_path() -> Path:
-    """app.yml, the GitHub App manifest: from the checkout, else the copy inside the wheel."""
-    source = _SOURCE_ROOT / "app.yml"
-    if source.is_file():
-        return source
-    packaged = _package_dir("bot._manifest")
-    return (packaged / "app.yml") if packaged else source
+    """app.yml, the GitHub App manifest."""
+    return _first_existing(_PACKAGE / "_manifest" / "app.yml", _SOURCE_ROOT / "app.yml")
