@@ -8,7 +8,7 @@ database-wide write lock gives the same guarantee.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
 from bot.clock import utcnow
@@ -41,3 +41,15 @@ def bump(session: Session, grant: Grant, change: str) -> int:
     session.add(AllowlistChange(version=version, grant_id=grant.id, app_id=grant.app_id, change=change))
     session.flush()
     return version
+
+
+def prune_changes(session: Session, keep_versions: int) -> int:
+    """Forget change-log rows older than the last `keep_versions` versions; returns how many.
+
+    Deltas for a `since` older than what is kept answer 410 (pull the full list), so the log
+    stays bounded however long the platform runs."""
+    cutoff = current_version(session) - keep_versions
+    if cutoff <= 0:
+        return 0
+    result = session.execute(delete(AllowlistChange).where(AllowlistChange.version <= cutoff))
+    return result.rowcount or 0

@@ -6,13 +6,24 @@ import logging
 import threading
 import time
 
-from bot import inbox
+from bot import inbox, versioning
+from bot.db import session_scope
 from bot.handlers import load_handlers
 from bot.router import Router
 from bot.router import router as default_router
 from bot.runtime import Runtime
 
 log = logging.getLogger("beekeeper.worker")
+
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+def prune_allowlist_changes(runtime: Runtime) -> None:
+    """Keep the allowlist change log to the policy's `allowlist.delta_history` versions."""
+    with session_scope(runtime.engine) as session:
+        removed = versioning.prune_changes(session, runtime.policy.allowlist.delta_history)
+    if removed:
+        log.info("pruned %d allowlist change rows", removed)
 
 
 class Worker:
@@ -25,6 +36,8 @@ class Worker:
         if router is None:
             load_handlers()
         self.router = router if router is not None else default_router
+        if not any(job is prune_allowlist_changes for _, job in runtime.periodic):
+            runtime.periodic.append((PRUNE_INTERVAL_SECONDS, prune_allowlist_changes))
 
     def run_once(self) -> int:
         """Process every due delivery; returns how many were handled."""
