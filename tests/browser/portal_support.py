@@ -97,6 +97,17 @@ def live_stack(engine, database_url: str, private_key_pem: str, instance_path: s
 
 
 def launch_chromium(playwright):
+    """Debian's chromium (Playwright never downloads a browser here). Without it the browser
+    tests skip and say how to get it, except where BEEKEEPER_REQUIRE_BROWSER=1 (CI) demands them."""
+    import os
+
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
+        if os.environ.get("BEEKEEPER_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
