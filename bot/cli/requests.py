@@ -86,6 +86,16 @@ def _report(result) -> None:
     click.echo(("" if result.status == "done" else "nothing to do: ") + "\n".join(lines))
 
 
+def _decide(state, ref: str, as_login: str | None, decide) -> None:
+    """Run `decide(ctx, request, actor, source)` on request REF in one transaction (the same
+    state machine as the slash-commands), then print its outcome."""
+    actor, source = actor_and_source(as_login)
+    with session_scope(state.runtime.engine) as session:
+        request = _find_request(session, ref)
+        result = decide(_context(state.runtime, session, request), request, actor, source)
+    _report(result)
+
+
 def _when(value) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value else "-"
 
@@ -174,12 +184,8 @@ def register(main: click.Group) -> None:
         """Approve a request: grant, comment, labels, close — as /approve does."""
         from bot import applications
 
-        actor, source = actor_and_source(as_login)
-        with session_scope(state.runtime.engine) as session:
-            request = _find_request(session, ref)
-            result = applications.approve(_context(state.runtime, session, request), request, actor, tier=tier,
-                                          force=force, source=source)
-        _report(result)
+        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.approve(
+            ctx, request, actor, tier=tier, force=force, source=source))
 
     @requests_group.command("reject")
     @click.argument("ref", metavar="REQUEST")
@@ -190,12 +196,8 @@ def register(main: click.Group) -> None:
         """Decline a request and close its issue as not planned."""
         from bot import applications
 
-        actor, source = actor_and_source(as_login)
-        with session_scope(state.runtime.engine) as session:
-            request = _find_request(session, ref)
-            result = applications.reject(_context(state.runtime, session, request), request, actor, reason,
-                                         source=source)
-        _report(result)
+        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.reject(
+            ctx, request, actor, reason, source=source))
 
     @requests_group.command("needs-info")
     @click.argument("ref", metavar="REQUEST")
@@ -206,12 +208,8 @@ def register(main: click.Group) -> None:
         """Ask the applicant for changes (the issue stays open)."""
         from bot import applications
 
-        actor, source = actor_and_source(as_login)
-        with session_scope(state.runtime.engine) as session:
-            request = _find_request(session, ref)
-            result = applications.needs_info(_context(state.runtime, session, request), request, actor, message,
-                                             source=source)
-        _report(result)
+        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.needs_info(
+            ctx, request, actor, message, source=source))
 
     # ---- grants -----------------------------------------------------------------------------
 
