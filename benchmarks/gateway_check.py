@@ -139,21 +139,32 @@ def main() -> int:
         return client_index.get(sha256(key.encode()).digest())
 
     check = client.check
+    pairs = list(zip([k for k, _ in publishable], hosts, strict=True))
+    # Each case: (function, inputs, key memo on?). The inputs repeat every pass, as a gateway's
+    # callers repeat their keys, so with the memo on a key's checksum and SHA-256 are computed
+    # on its first request only. "first sight" runs the same cases with the memo off: the cost
+    # of a key never seen before (or of every key, with key_cache_size=0).
     cases = {
-        "floor (sha256 + dict)": (floor, secret),
-        "floor on the client's index": (floor_on_client_index, secret),
-        "secret key": (lambda k: check(key=k), secret),
-        "publishable key + Origin": (lambda pair: check(key=pair[0], origin=pair[1]),
-                                     list(zip([k for k, _ in publishable], hosts, strict=True))),
-        "Origin, exact host": (lambda o: check(origin=o), hosts),
-        "Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts),
-        "miss: unknown key": (lambda k: check(key=k), unknown_keys),
-        "miss: unknown Origin": (lambda o: check(origin=o), unknown_hosts),
+        "floor (sha256 + dict)": (floor, secret, True),
+        "floor on the client's index": (floor_on_client_index, secret, True),
+        "secret key": (lambda k: check(key=k), secret, True),
+        "publishable key + Origin": (lambda pair: check(key=pair[0], origin=pair[1]), pairs, True),
+        "Origin, exact host": (lambda o: check(origin=o), hosts, True),
+        "Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, True),
+        "miss: unknown key": (lambda k: check(key=k), unknown_keys, True),
+        "miss: unknown Origin": (lambda o: check(origin=o), unknown_hosts, True),
+        "first sight: secret key": (lambda k: check(key=k), secret, False),
+        "first sight: publishable key + Origin": (lambda pair: check(key=pair[0], origin=pair[1]), pairs, False),
+        "first sight: unknown key": (lambda k: check(key=k), unknown_keys, False),
     }
+    cache_size = client.key_cache_size
     results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
-        for name, (function, inputs) in cases.items():
+        for name, (function, inputs, memo) in cases.items():
+            client.key_cache_size = cache_size if memo else 0
+            client._digests.clear()
             results[name].append(per_second(function, inputs, args.repeat))
+    client.key_cache_size = cache_size
     medians = {name: statistics.median(values) for name, values in results.items()}
     floor_rate = medians["floor (sha256 + dict)"]
 
@@ -162,11 +173,14 @@ def main() -> int:
     print(f"load (fetch + verify JWS {len(token) / 1e6:.1f} MB + index): {load_seconds:.2f} s; "
           f"memory held: {retained / 2**20:.1f} MiB ({retained / args.grants:.0f} B/grant), "
           f"peak while loading: {peak / 2**20:.1f} MiB")
-    print(f"{'case':28} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}")
+    print(f"{'case':38} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}")
     for name, rate in medians.items():
-        print(f"{name:28} {rate:>12,.0f} {1e9 / rate:>9.0f} {floor_rate / rate:>8.2f}")
-    worst_key = floor_rate / min(medians["secret key"], medians["miss: unknown key"])
-    print(f"key checks within {worst_key:.2f}x of the floor (goal ≤ 2x: {'met' if worst_key <= 2 else 'MISSED'})")
+        print(f"{name:38} {rate:>12,.0f} {1e9 / rate:>9.0f} {floor_rate / rate:>8.2f}")
+    key_cases = ("secret key", "publishable key + Origin", "miss: unknown key")
+    worst_key = floor_rate / min(medians[name] for name in key_cases)
+    worst_first = floor_rate / min(medians["first sight: " + name.removeprefix("miss: ")] for name in key_cases)
+    print(f"key checks within {worst_key:.2f}x of the floor (goal ≤ 2x: {'met' if worst_key <= 2 else 'MISSED'}); "
+          f"a key's first sight: {worst_first:.2f}x")
     return 0
 
 

@@ -362,6 +362,7 @@ class _Snapshot:
 _PAIRS = [(a + b).encode() for a in keyformat.BASE62 for b in keyformat.BASE62]
 _crc32 = zlib.crc32
 _sha256 = hashlib.sha256
+_BAD_CHECKSUM = b"-"  # what the digest memo holds for a key whose checksum is wrong (never a digest)
 
 
 def checksum_ok(key: bytes) -> bool:
@@ -381,11 +382,16 @@ class AllowlistClient:
     def __init__(self, url: str, gateway_key: str | None = None, *, jwks_url: str | None = None,
                  jwks: dict[str, Any] | None = None, poll_interval: float = 30.0,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, key_cache_size: int = 65_536):
         """`url`: the bot's /v1/allowlist (or a published copy of the signed document);
         `gateway_key`: the `<prefix>_gw_…` credential (None for a published copy);
         `jwks_url`: default `/.well-known/jwks.json` on the same host; `jwks`: pinned keys instead;
-        `clock`: seconds since the epoch (injectable for tests)."""
+        `clock`: seconds since the epoch (injectable for tests);
+        `key_cache_size`: how many keys' verified digests to remember (0: none). A gateway sees
+        the same keys again and again; remembering a key's digest skips the checksum and the
+        SHA-256 on its next request (about 12 MiB when full; the memo starts afresh then)."""
+        if key_cache_size < 0:
+            raise ValueError("key_cache_size must be 0 or more")
         if gateway_key is not None and not keyformat.is_valid(gateway_key, kind="gw"):
             raise ValueError("gateway_key is not a gateway credential (<prefix>_gw_…) with a valid checksum")
         self.url = url
@@ -398,6 +404,8 @@ class AllowlistClient:
         self._pinned = jwks is not None
         self._keys: dict[str, jwt.PyJWK] = self._parse_jwks(jwks) if jwks is not None else {}
         self._state: _Snapshot | None = None
+        self.key_cache_size = key_cache_size
+        self._digests: dict[str, bytes] = {}  # key → its checksum-verified SHA-256 (see _digest)
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -604,17 +612,13 @@ class AllowlistClient:
         if now >= state.expires:
             return LIST_EXPIRED
         if key is not None:
-            # The hot path, kept inline: checksum (bot.keyformat's CRC32 in base62), then the hash.
-            try:
-                raw = key.encode()
-            except UnicodeEncodeError:
+            if len(key) != state.key_length:
                 return MALFORMED_KEY
-            if len(raw) != state.key_length:
+            # The hot path: the key's checksum-verified SHA-256, remembered for keys seen before.
+            digest = self._digests.get(key) or self._digest(key)
+            if digest is _BAD_CHECKSUM:
                 return MALFORMED_KEY
-            crc = _crc32(raw[:-6])
-            if raw[-6:] != _PAIRS[crc // 14776336] + _PAIRS[crc // 3844 % 3844] + _PAIRS[crc % 3844]:
-                return MALFORMED_KEY
-            entry = state.by_hash.get(_sha256(raw).digest())
+            entry = state.by_hash.get(digest)
             if entry is None:
                 return UNKNOWN_KEY
             return entry.unconditional or self._check_key(entry, now, origin, referrer)
@@ -633,19 +637,42 @@ class AllowlistClient:
             return grant.allow(ALLOWED_ORIGIN) if grant is not None else UNKNOWN_ORIGIN
         return NO_CREDENTIALS if not origin else UNKNOWN_ORIGIN
 
+    def _digest(self, key: str) -> bytes:
+        """SHA-256 of `key` when its checksum (bot.keyformat's CRC32 in base62) is right, else
+        _BAD_CHECKSUM; remembered in `_digests`. Which digest a key has never changes, so the
+        memo needs no invalidation: every check() still looks the digest up in the snapshot it
+        holds, and a revocation takes effect at the next poll as before."""
+        try:
+            raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
+        except UnicodeEncodeError:
+            return _BAD_CHECKSUM
+        digest = _sha256(raw).digest() if checksum_ok(raw) else _BAD_CHECKSUM
+        memo = self._digests
+        if len(memo) >= self.key_cache_size:
+            # Bounded without bookkeeping on the hot path: start afresh when full. A flood of
+            # made-up keys only costs what a check without the memo costs.
+            memo.clear()
+            if not self.key_cache_size:
+                return digest
+        memo[key] = digest
+        return digest
+
     @staticmethod
     def _check_key(entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
             return KEY_EXPIRED
+        grant = entry.grant
         if not entry.publishable:
-            return entry.grant.allow(ALLOWED_SECRET_KEY)
+            return grant.allow(ALLOWED_SECRET_KEY)
         source = origin or (referrer if referrer and "://" in referrer else None)
         host = host_of(source) if source else None
         if host is None:
             return ORIGIN_REQUIRED
-        return entry.grant.allow(ALLOWED_PUBLISHABLE_KEY) if entry.grant.serves(host) else ORIGIN_NOT_ALLOWED
+        if host in grant.hosts or grant.serves(host):
+            return grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
+        return ORIGIN_NOT_ALLOWED
 
 
 # --------------------------------------------------------------------------------------------

@@ -353,3 +353,54 @@ def test_fast_checksum_agrees_with_keyformat_on_mutated_keys(kind, position, cha
     if position >= 6:  # the prefix and kind stay well formed
         assert checksum_ok(mutated.encode()) == (keyformat.parse(mutated) is not None)
     assert checksum_ok(key.encode())
+
+
+# --- the key digest memo ------------------------------------------------------------------------
+
+
+def test_a_remembered_key_is_still_refused_once_revoked(session, make_client):
+    alpha = make_grant(session, "alpha", domains=["alpha.example.com"])
+    client = make_client()
+    client.poll()
+    secret, publishable = alpha.keys["secret"], alpha.keys["publishable"]
+    assert client.check(key=secret).allowed  # its digest is remembered from here on
+    assert client.check(key=publishable, origin="https://alpha.example.com").allowed
+    assert secret in client._digests and publishable in client._digests
+
+    revoke_key(session, alpha.rows["secret"])
+    revoke_key(session, alpha.rows["publishable"])
+    assert client.poll() == UPDATED
+    assert client.check(key=secret).reason == "key revoked"
+    assert client.check(key=publishable, origin="https://alpha.example.com").reason == "key revoked"
+
+
+def test_the_memo_gives_the_same_decisions_as_no_memo(session, make_client, frozen_clock):
+    alpha = make_grant(session, "alpha", domains=["alpha.example.com"])
+    expiring = make_grant(session, "beta", key_expires_at=frozen_clock.now() + timedelta(minutes=5))
+    remembering, plain = make_client(), make_client(key_cache_size=0)
+    remembering.poll()
+    plain.poll()
+    good = alpha.keys["secret"]
+    candidates = [good, alpha.keys["publishable"], expiring.keys["secret"], keyformat.generate("bk", "sk"),
+                  good[:-1] + ("1" if good[-1] == "0" else "0"),  # wrong checksum
+                  good[:-1] + "é",  # right length, not ASCII
+                  good + "0", "", "bk_sk_"]
+    origins = [None, "https://alpha.example.com", "https://evil.example.com"]
+    for _ in range(2):  # the second pass answers remembered keys from the memo
+        for key in candidates:
+            for origin in origins:
+                assert remembering.check(key=key, origin=origin) == plain.check(key=key, origin=origin), (key, origin)
+        frozen_clock.advance(minutes=10)  # beta's key expires between the passes
+    assert plain._digests == {}
+    assert remembering.check(key=expiring.keys["secret"]).reason == "key expired"
+
+
+def test_the_memo_is_bounded(session, make_client):
+    make_grant(session, "alpha")
+    client = make_client(key_cache_size=3)
+    client.poll()
+    for _ in range(10):
+        assert client.check(key=keyformat.generate("bk", "sk")).reason == "unknown key"
+        assert len(client._digests) <= 3
+    with pytest.raises(ValueError):
+        make_client(key_cache_size=-1)
