@@ -42,12 +42,12 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
         BEEKEEPER_GITHUB_URL=runtime.settings.github_url,
     )
     app.extensions["beekeeper"] = runtime
-    app.session_interface = _session_interface()
 
     from bot import health, web, webhooks
 
     app.register_blueprint(health.bp)
-    app.register_blueprint(webhooks.bp)
+    # POST /webhook is answered before Flask's request handling (see bot.webhooks).
+    app.wsgi_app = webhooks.WebhookIntake(app.wsgi_app, runtime)
     app.register_blueprint(web.bp)
     from bot import setup
 
@@ -65,22 +65,6 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     app.register_blueprint(claim.bp)  # /claim/<app id>: the owner receives the key, once
     _register_metrics_collector(runtime)
     return app
-
-
-def _session_interface():
-    from flask.sessions import SecureCookieSessionInterface
-
-    class SessionInterface(SecureCookieSessionInterface):
-        """The signed-cookie session, not opened for `POST /webhook`: GitHub sends no cookie,
-        and building the signing serializer and parsing cookies cost ~25 µs per delivery. The
-        webhook gets a NullSession (reading it is empty, writing to it raises), never saved."""
-
-        def open_session(self, app, request):
-            if request.path == "/webhook":
-                return self.null_session_class()
-            return super().open_session(app, request)
-
-    return SessionInterface()
 
 
 def _register_metrics_collector(runtime) -> None:

@@ -329,3 +329,50 @@ def test_runtime_from_env_serves_webhooks(database_url, db, tmp_path):
     app = create_app(Runtime.from_env(env))
     assert deliver(app.test_client(), "issues", issue_event("opened", body="env")).status_code == 202
     assert len(rows(db)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the endpoint itself (a WSGI layer in front of Flask)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "HEAD"])
+def test_other_methods_are_405_with_allow_post(client, db, method):
+    response = client.open("/webhook", method=method, data=BODY)
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert rows(db) == []
+
+
+def test_answers_are_json_with_no_cookie_and_nosniff(client):
+    for response in (deliver(client, "issues", BODY), post(client, BODY, {"X-Hub-Signature-256": None})):
+        assert response.mimetype == "application/json" and response.is_json
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Set-Cookie" not in response.headers
+        assert int(response.headers["Content-Length"]) == len(response.data)
+
+
+def test_invalid_content_length_is_400_and_not_stored(client, db):
+    response = client.post("/webhook", data=BODY, headers={
+        "X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-len", "X-Hub-Signature-256": sign(WEBHOOK_SECRET, BODY)},
+        environ_overrides={"CONTENT_LENGTH": "12abc"})
+    assert response.status_code == 400 and "Content-Length" in response.get_json()["error"]
+    assert rows(db) == []
+
+
+def test_a_bug_while_storing_answers_500_and_is_logged(app, db, caplog, monkeypatch):
+    intake = app.wsgi_app
+
+    def broken(_incoming):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(intake.group_commit, "store", broken)
+    with caplog.at_level(logging.ERROR, logger="beekeeper.webhook"):
+        response = deliver(app.test_client(), "issues", BODY, delivery_id="d-bug")
+    assert response.status_code == 500 and "redeliver" in response.get_json()["error"]
+    assert "d-bug" in caplog.text and "simulated bug" in caplog.text
+    assert rows(db) == []
+
+
+def test_other_paths_still_reach_the_flask_app(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/webhook/extra", data=BODY).status_code == 404
