@@ -71,3 +71,29 @@ def test_models_and_migrations_agree(engine):
 
 def test_the_test_database_is_at_head(engine):
     assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def _payload_compression(engine) -> str:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT attcompression FROM pg_attribute "
+                                 "WHERE attrelid = 'delivery'::regclass AND attname = 'payload'")).scalar()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="needs BEEKEEPER_TEST_DATABASE_URL (PostgreSQL)")
+def test_postgresql_compresses_payloads_with_lz4_and_downgrade_undoes_it():
+    from alembic import command
+
+    url = _create_pg_database(PG_URL)
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        assert _payload_compression(engine) == "l"  # Debian's PostgreSQL 15 is built with lz4
+        with engine.begin() as conn:
+            command.downgrade(migrate.alembic_config(conn), "0001")
+        assert _payload_compression(engine) == ""  # the column's default again
+    finally:
+        engine.dispose()
+        _drop_pg_database(PG_URL, url)
