@@ -21,6 +21,7 @@ Goal: intake >= 70 % of the bare route's throughput, p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -54,6 +55,16 @@ def bare_app():
     def webhook():
         return "ok", 200
 
+    return app
+
+
+def intake_without_store_app():
+    """Diagnosis only (`--without-store`): the real intake with the inbox write replaced by
+    "stored", so a run shows what everything but the durable write costs. Never a bot."""
+    from bot import create_app
+
+    app = create_app()
+    app.wsgi_app.group_commit.store = lambda incoming: True
     return app
 
 
@@ -304,25 +315,37 @@ class Server:
     def __exit__(self, *exc) -> None:
         stop(self.process)
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU of gunicorn and its workers so far (Linux /proc), for CPU per request."""
-        pids = [self.process.pid]
+    def worker_cpu(self) -> dict[int, float]:
+        """User + system CPU seconds so far of each gunicorn worker (Linux /proc), by pid."""
+        workers = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid:
-                    pids.append(int(entry.name))
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+                fields = _stat_fields(entry.name)
+                if fields and int(fields[1]) == self.process.pid:
+                    workers[int(entry.name)] = _cpu(fields)
+        return workers
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of gunicorn and its workers so far, for CPU per request."""
+        fields = _stat_fields(str(self.process.pid))
+        return (_cpu(fields) if fields else 0.0) + sum(self.worker_cpu().values())
+
+
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def balance(before: dict[int, float], after: dict[int, float]) -> float:
+    """How evenly the workers shared a run: the least busy worker's CPU over the busiest's."""
+    used = [after[pid] - before.get(pid, 0.0) for pid in after]
+    return min(used) / max(used) if len(used) > 1 and max(used) > 0 else 1.0
 
 
 def summarize(name: str, rounds: list[dict]) -> dict:
@@ -330,7 +353,9 @@ def summarize(name: str, rounds: list[dict]) -> dict:
     result = {key: statistics.median(r[key] for r in rounds)
               for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms")}
     result.update(name=name, requests=sum(r["requests"] for r in rounds), failed=sum(r["failed"] for r in rounds),
-                  capped=any(r["capped"] for r in rounds), rounds=rounds)
+                  capped=any(r["capped"] for r in rounds), rounds=rounds,
+                  remeasured=sum(r["attempts"] - 1 for r in rounds),
+                  unbalanced=sum(r["balance"] < 0.5 for r in rounds))
     return result
 
 
@@ -342,16 +367,30 @@ def run_rounds(servers: list[Server], body: bytes, args, workdir: Path, load) ->
         load(server.url, body, args.warmup_seconds, args.max_requests, args, f"{server.name}-warmup", workdir)
     for round_number in range(args.rounds):
         for server in servers:
-            prefix = f"{server.name}-r{round_number}-{uuid.uuid4().hex[:8]}"
-            cpu_before = server.cpu_seconds()
-            result = load(server.url, body, args.seconds, args.max_requests, args, prefix, workdir)
-            result["cpu_ms"] = (server.cpu_seconds() - cpu_before) / max(1, result["requests"]) * 1000
-            result["prefix"] = prefix
-            results[server.name].append(result)
-            print(f"  round {round_number + 1} {server.name:7} {result['per_second']:7.0f}/s "
-                  f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                  f"server CPU {result['cpu_ms']:.2f} ms/request", file=sys.stderr)
+            results[server.name].append(measure(server, body, args, workdir, load, round_number))
     return results
+
+
+def measure(server: Server, body: bytes, args, workdir: Path, load, round_number: int) -> dict:
+    """One measured run. The load's keep-alive connections are opened at once and each stays
+    with the worker that accepted it; now and then one worker takes (nearly) all of them and
+    the other idles, which halves throughput whatever the app does. Such a run (a worker
+    with under half the busiest one's CPU) is measured again, up to --balance-attempts times,
+    for every server alike."""
+    for attempt in range(1, args.balance_attempts + 1):
+        prefix = f"{server.name}-r{round_number}-{uuid.uuid4().hex[:8]}"
+        cpu_before, workers_before = server.cpu_seconds(), server.worker_cpu()
+        result = load(server.url, body, args.seconds, args.max_requests, args, prefix, workdir)
+        result["cpu_ms"] = (server.cpu_seconds() - cpu_before) / max(1, result["requests"]) * 1000
+        result["balance"] = balance(workers_before, server.worker_cpu())
+        result["prefix"], result["attempts"] = prefix, attempt
+        print(f"  round {round_number + 1} {server.name:7} {result['per_second']:7.0f}/s "
+              f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+              f"server CPU {result['cpu_ms']:.2f} ms/request  worker balance {result['balance']:.2f}",
+              file=sys.stderr)
+        if result["balance"] >= 0.5:
+            break
+    return result
 
 
 def main() -> int:
@@ -370,6 +409,10 @@ def main() -> int:
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--balance-attempts", type=int, default=3,
+                        help="runs per measurement while one worker got (nearly) all connections")
+    parser.add_argument("--without-store", action="store_true",
+                        help="also measure the intake with its inbox write skipped (where the time goes)")
     args = parser.parse_args()
 
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk"))
@@ -382,13 +425,18 @@ def main() -> int:
     bot_env = {**base_env, "BEEKEEPER_DATABASE_URL": database.url, "BEEKEEPER_WEBHOOK_SECRET": SECRET,
                "BEEKEEPER_SECRET_KEY": "bench", "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance")}
     try:
-        with Server("bare", "intake:bare_app()", base_env, args, workdir) as bare_server, \
-                Server("intake", "bot:create_app()", bot_env, args, workdir) as intake_server:
-            results = run_rounds([bare_server, intake_server], body, args, workdir, load)
+        with contextlib.ExitStack() as servers:
+            started = [servers.enter_context(Server("bare", "intake:bare_app()", base_env, args, workdir)),
+                       servers.enter_context(Server("intake", "bot:create_app()", bot_env, args, workdir))]
+            if args.without_store:
+                started.append(servers.enter_context(
+                    Server("nostore", "intake:intake_without_store_app()", bot_env, args, workdir)))
+            results = run_rounds(started, body, args, workdir, load)
         stored = database.count_prefixes([r["prefix"] for r in results["intake"]])
     finally:
         database.drop()
     bare, intake = summarize("bare", results["bare"]), summarize("intake", results["intake"])
+    nostore = summarize("nostore", results["nostore"]) if args.without_store else None
 
     backend = "PostgreSQL" if args.database_url else "SQLite"
     ratio = intake["per_second"] / bare["per_second"]
@@ -398,13 +446,16 @@ def main() -> int:
           f"payload {len(body)} bytes, {os.cpu_count()} cores, median of {args.rounds} rounds × {args.seconds} s")
     print(f"{'':8} {'requests':>9} {'per s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'failed':>7} {'CPU ms/req':>11}")
-    for r in (bare, intake):
+    for r in (bare, intake, *([nostore] if nostore else [])):
         print(f"{r['name']:8} {r['requests']:>9} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
               f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f}"
               f"{'  (request cap reached: raise --max-requests)' if r['capped'] else ''}")
     accepted = intake["requests"] - intake["failed"]
     print(f"ratio intake/bare: {ratio:.0%} (goal ≥ 70%: {'met' if ratio >= 0.70 else 'MISSED'}); "
           f"intake p99 {intake['p99_ms']:.1f} ms (goal < 50 ms: {'met' if intake['p99_ms'] < 50 else 'MISSED'})")
+    if nostore:
+        share = nostore["per_second"] / bare["per_second"]
+        print(f"without the inbox write (diagnosis): {share:.0%} of the bare route")
     print(f"inbox rows stored: {stored} for {accepted} accepted answers "
           f"({'every 202 stored' if stored >= accepted else 'ROWS MISSING'})")
     if args.json:
