@@ -274,12 +274,16 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcard
+
+
 class _Snapshot:
     """Indexes of one allowlist version: key hash → key, host → grant, wildcard base → grant,
-    referrer name → grant. Never changed once built; a delta builds the next one."""
+    referrer name → grant. The indexes never change once built (a delta builds the next
+    snapshot); only `wildcard_hits`, a memo of this snapshot's own answers, fills up."""
 
     __slots__ = ("version", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
-                 "by_host", "by_suffix", "by_name", "key_length")
+                 "by_host", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits")
 
     def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
         self.version = doc["version"]
@@ -289,6 +293,9 @@ class _Snapshot:
         self.key_length = len(self.prefix) + 4 + keyformat.RANDOM_LENGTH + keyformat.CHECKSUM_LENGTH
         self.tiers_raw = doc["tiers"]
         self.tiers = {name: _Tier(name, t["limits"]) for name, t in doc["tiers"].items()}
+        self.wildcard_hits: dict[str, _Grant] = {}  # host → grant found under a wildcard, in this snapshot
+        # A lower bound of the dots in any wildcard base (removals leave it low, still a bound).
+        self.suffix_dots = base.suffix_dots if base is not None else 255
         if base is None:
             self.grants, self.by_hash, self.by_host, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
         elif base.tiers_raw != self.tiers_raw:  # tiers changed: every grant's limits may have
@@ -328,6 +335,7 @@ class _Snapshot:
             self.by_host[host] = grant
         for suffix in grant.suffixes:
             self.by_suffix[suffix] = grant
+            self.suffix_dots = min(self.suffix_dots, suffix.count("."))
         for name in grant.names:
             self.by_name[name] = grant
 
@@ -345,16 +353,33 @@ class _Snapshot:
                     del index[value]
 
     def grant_for_host(self, host: str) -> _Grant | None:
-        grant = self.by_host.get(host)
-        if grant is None and self.by_suffix:
-            by_suffix = self.by_suffix
-            index = host.find(".")
-            while index >= 0:  # a.b.example.com → b.example.com, example.com, com
-                grant = by_suffix.get(host[index + 1 :])
-                if grant is not None:
-                    break
-                index = host.find(".", index + 1)
-        return grant
+        return self.by_host.get(host) or self.grant_for_suffix(host)
+
+    def grant_for_suffix(self, host: str) -> _Grant | None:
+        """The grant whose declared wildcard `*.base` covers `host`: its parent domains are
+        tried from the longest (a.b.example.com → b.example.com, example.com), down to the
+        fewest labels any wildcard base in the list has (so `com` is never looked up)."""
+        by_suffix = self.by_suffix
+        if not by_suffix:
+            return None
+        grant = self.wildcard_hits.get(host)
+        if grant is not None:
+            return grant
+        dots = host.count(".") - 1  # in the first parent domain
+        least = self.suffix_dots
+        index = host.find(".")
+        while index >= 0 and dots >= least:
+            grant = by_suffix.get(host[index + 1 :])
+            if grant is not None:
+                # Remembered for this snapshot (browsers repeat their hosts); bounded by
+                # starting afresh. Misses are not remembered: made-up hosts cannot fill it.
+                if len(self.wildcard_hits) >= WILDCARD_HITS_MAX:
+                    self.wildcard_hits.clear()
+                self.wildcard_hits[host] = grant
+                return grant
+            index = host.find(".", index + 1)
+            dots -= 1
+        return None
 
 
 # The checksum check, written for speed: the CRC32 of the key without its checksum, in base62 as
@@ -633,8 +658,10 @@ class AllowlistClient:
                 return ORIGIN_REQUIRED
             return grant.allow(ALLOWED_REFERRER) if grant.serves(host) else ORIGIN_NOT_ALLOWED
         if host is not None:
-            grant = state.grant_for_host(host)
-            return grant.allow(ALLOWED_ORIGIN) if grant is not None else UNKNOWN_ORIGIN
+            grant = state.by_host.get(host) or state.grant_for_suffix(host)
+            if grant is None:
+                return UNKNOWN_ORIGIN
+            return grant._origin or grant.allow(ALLOWED_ORIGIN)
         return NO_CREDENTIALS if not origin else UNKNOWN_ORIGIN
 
     def _digest(self, key: str) -> bytes:

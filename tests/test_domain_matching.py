@@ -108,3 +108,53 @@ def test_wildcard_and_exact_declared_together():
     assert host_matches("example.com", ["example.com", "*.example.com"])
     assert host_matches("www.example.com", ["example.com", "*.example.com"])
     assert not host_matches("example.com", ["*.example.com"])
+
+
+def _grant(app_id: str, domains: list[str], version: int) -> dict:
+    return {"app_id": app_id, "tier": "seed", "status": "active", "version": version, "domains": domains,
+            "referrers": [app_id], "keys": []}
+
+
+def test_wildcard_lookup_covers_every_depth_after_deltas():
+    """The suffix walk stops at the fewest labels any wildcard base has; a delta that adds a
+    shallower base (or removes the shallowest) must still match exactly as before."""
+    from bot.gateway import _Snapshot
+
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    base = {"schema": 1, "version": 1, "generated_at": "2020-01-01T00:00:00Z", "expires_at": expires,
+            "key_prefix": "bk", "tiers": {"seed": {"rank": 1, "limits": {}}},
+            "grants": [_grant("deep", ["*.deep.apps.example.com"], 1)]}
+    full = _Snapshot(base)
+    assert full.grant_for_host("x.deep.apps.example.com").app_id == "deep"
+    assert full.grant_for_host("deep.apps.example.com") is None
+    assert full.grant_for_host("x.apps.example.com") is None
+
+    delta = {**base, "version": 2, "since": 1, "grants": [_grant("shallow", ["*.example.org"], 2)]}
+    second = _Snapshot(delta, base=full)
+    assert second.grant_for_host("a.b.c.example.org").app_id == "shallow"
+    assert second.grant_for_host("www.example.org").app_id == "shallow"
+    assert second.grant_for_host("x.deep.apps.example.com").app_id == "deep"
+
+    removal = {**base, "version": 3, "since": 2, "grants": [], "removed": [{"app_id": "deep"}]}
+    third = _Snapshot(removal, base=second)
+    assert third.grant_for_host("x.deep.apps.example.com") is None
+    assert third.grant_for_host("www.example.org").app_id == "shallow"
+
+
+def test_wildcard_hits_are_remembered_per_snapshot_and_bounded(monkeypatch):
+    from bot import gateway
+
+    monkeypatch.setattr(gateway, "WILDCARD_HITS_MAX", 2)
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    doc = {"schema": 1, "version": 1, "generated_at": "2020-01-01T00:00:00Z", "expires_at": expires,
+           "key_prefix": "bk", "tiers": {"seed": {"rank": 1, "limits": {}}},
+           "grants": [_grant("alpha", ["*.example.com"], 1)]}
+    snapshot = gateway._Snapshot(doc)
+    for name in ("a", "b", "c", "d", "e"):
+        assert snapshot.grant_for_host(f"{name}.example.com").app_id == "alpha"
+        assert len(snapshot.wildcard_hits) <= 2
+    assert snapshot.grant_for_host("a.example.org") is None
+    assert "a.example.org" not in snapshot.wildcard_hits  # misses are not remembered
+    gone = gateway._Snapshot({**doc, "version": 2, "since": 1, "grants": [], "removed": [{"app_id": "alpha"}]},
+                             base=snapshot)
+    assert gone.grant_for_host("e.example.com") is None  # a new snapshot remembers nothing of the old
