@@ -96,9 +96,11 @@ def _read_body(environ: dict, max_bytes: int) -> bytes:
     answered 413 instead of being silently cut at the limit and failing its signature.
     """
     stream = environ["wsgi.input"]
-    declared = environ.get("CONTENT_LENGTH", "").strip()
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()  # wins over a length (RFC 9112)
+    declared = "" if chunked else environ.get("CONTENT_LENGTH", "").strip()
     if declared:
-        if not declared.isdigit():
+        # ASCII digits only (str.isdigit also takes "²"), and short enough to be a real size.
+        if not (declared.isascii() and declared.isdigit() and len(declared) <= 18):
             raise Answer(400, {"error": "invalid Content-Length"}, "webhook rejected: invalid Content-Length")
         length = int(declared)
         if length > max_bytes:

@@ -155,6 +155,7 @@ def test_wildcard_hits_are_remembered_per_snapshot_and_bounded(monkeypatch):
         assert len(snapshot.wildcard_hits) <= 2
     assert snapshot.grant_for_host("a.example.org") is None
     assert "a.example.org" not in snapshot.wildcard_hits  # misses are not remembered
-    gone = gateway._Snapshot({**doc, "version": 2, "since": 1, "grants": [], "removed": [{"app_id": "alpha"}]},
-                             base=snapshot)
-    assert gone.grant_for_host("e.example.com") is None  # a new snapshot remembers nothing of the old
+    moved = gateway._Snapshot({**doc, "version": 2, "since": 1, "grants": [_grant("beta", ["*.example.com"], 2)],
+                               "removed": [{"app_id": "alpha"}]}, base=snapshot)
+    assert moved.wildcard_hits == {}  # a new snapshot remembers nothing of the old one
+    assert moved.grant_for_host("e.example.com").app_id == "beta"

@@ -130,16 +130,18 @@ def test_oversized_body_is_413_and_not_stored(small_limit_client, db):
 
 def test_oversized_body_without_content_length_is_413(small_limit_client, db):
     body = json.dumps(issue_event("opened", body="x" * 20000)).encode()
+    # The test client would fill in CONTENT_LENGTH from the stream; a chunked request has none.
+    chunked = {"wsgi.input_terminated": True, "CONTENT_LENGTH": ""}
 
     response = small_limit_client.post(
-        "/webhook", input_stream=io.BytesIO(body), environ_overrides={"wsgi.input_terminated": True},
+        "/webhook", input_stream=io.BytesIO(body), environ_overrides=chunked,
         headers={"X-GitHub-Event": "issues", "X-GitHub-Delivery": "chunked",
                  "X-Hub-Signature-256": sign(WEBHOOK_SECRET, body), "Transfer-Encoding": "chunked"})
     assert response.status_code == 413
     assert rows(db) == []
     fits = json.dumps(issue_event("opened", body="small")).encode()
     response = small_limit_client.post(
-        "/webhook", input_stream=io.BytesIO(fits), environ_overrides={"wsgi.input_terminated": True},
+        "/webhook", input_stream=io.BytesIO(fits), environ_overrides=chunked,
         headers={"X-GitHub-Event": "issues", "X-GitHub-Delivery": "chunked",
                  "X-Hub-Signature-256": sign(WEBHOOK_SECRET, fits), "Transfer-Encoding": "chunked"})
     assert response.status_code == 202
@@ -351,11 +353,23 @@ def test_answers_are_json_with_no_cookie_and_nosniff(client):
         assert int(response.headers["Content-Length"]) == len(response.data)
 
 
-def test_invalid_content_length_is_400_and_not_stored(client, db):
+@pytest.mark.parametrize("declared", ["12abc", "²³", "-5", "+12", "9" * 5000])
+def test_invalid_content_length_is_400_and_not_stored(client, db, declared):
     response = client.post("/webhook", data=BODY, headers={
         "X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-len", "X-Hub-Signature-256": sign(WEBHOOK_SECRET, BODY)},
-        environ_overrides={"CONTENT_LENGTH": "12abc"})
+        environ_overrides={"CONTENT_LENGTH": declared})
     assert response.status_code == 400 and "Content-Length" in response.get_json()["error"]
+    assert rows(db) == []
+
+
+def test_a_chunked_body_is_read_as_chunked_whatever_content_length_says(small_limit_client, db):
+    body = json.dumps(issue_event("opened", body="x" * 20000)).encode()
+    response = small_limit_client.post(
+        "/webhook", input_stream=io.BytesIO(body),
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "10"},  # a lie: chunked wins
+        headers={"X-GitHub-Event": "issues", "X-GitHub-Delivery": "chunked-and-length",
+                 "X-Hub-Signature-256": sign(WEBHOOK_SECRET, body), "Transfer-Encoding": "chunked"})
+    assert response.status_code == 413
     assert rows(db) == []
 
 
