@@ -252,9 +252,11 @@ class Served:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.output()
             try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Listening is not serving yet: gunicorn accepts before its worker has booted
+                # (migrations, create_app), which on a loaded machine can take longer than 2 s.
                 time.sleep(0.1)
         raise AssertionError(f"serve did not answer /healthz in {timeout} s:\n{self.output()}")
 
