@@ -315,20 +315,18 @@ class Server:
     def __exit__(self, *exc) -> None:
         stop(self.process)
 
-    def worker_cpu(self) -> dict[int, float]:
-        """User + system CPU seconds so far of each gunicorn worker (Linux /proc), by pid."""
-        workers = {}
+    def cpu(self) -> dict[int, float]:
+        """User + system CPU seconds so far of gunicorn's master and each worker (Linux /proc),
+        by pid: their sum gives CPU per request, the workers' spread the balance."""
+        master = str(self.process.pid)
+        fields = _stat_fields(master)
+        seconds = {self.process.pid: _cpu(fields) if fields else 0.0}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 fields = _stat_fields(entry.name)
-                if fields and int(fields[1]) == self.process.pid:
-                    workers[int(entry.name)] = _cpu(fields)
-        return workers
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of gunicorn and its workers so far, for CPU per request."""
-        fields = _stat_fields(str(self.process.pid))
-        return (_cpu(fields) if fields else 0.0) + sum(self.worker_cpu().values())
+                if fields and fields[1] == master:
+                    seconds[int(entry.name)] = _cpu(fields)
+        return seconds
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -342,9 +340,9 @@ def _cpu(fields: list[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def balance(before: dict[int, float], after: dict[int, float]) -> float:
+def balance(before: dict[int, float], after: dict[int, float], master: int) -> float:
     """How evenly the workers shared a run: the least busy worker's CPU over the busiest's."""
-    used = [after[pid] - before.get(pid, 0.0) for pid in after]
+    used = [after[pid] - before.get(pid, 0.0) for pid in after if pid != master]
     return min(used) / max(used) if len(used) > 1 and max(used) > 0 else 1.0
 
 
@@ -379,10 +377,11 @@ def measure(server: Server, body: bytes, args, workdir: Path, load, round_number
     for every server alike."""
     for attempt in range(1, args.balance_attempts + 1):
         prefix = f"{server.name}-r{round_number}-{uuid.uuid4().hex[:8]}"
-        cpu_before, workers_before = server.cpu_seconds(), server.worker_cpu()
+        before = server.cpu()
         result = load(server.url, body, args.seconds, args.max_requests, args, prefix, workdir)
-        result["cpu_ms"] = (server.cpu_seconds() - cpu_before) / max(1, result["requests"]) * 1000
-        result["balance"] = balance(workers_before, server.worker_cpu())
+        after = server.cpu()
+        result["cpu_ms"] = (sum(after.values()) - sum(before.values())) / max(1, result["requests"]) * 1000
+        result["balance"] = balance(before, after, server.process.pid)
         result["prefix"], result["attempts"] = prefix, attempt
         print(f"  round {round_number + 1} {server.name:7} {result['per_second']:7.0f}/s "
               f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "

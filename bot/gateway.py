@@ -658,7 +658,7 @@ class AllowlistClient:
                 return ORIGIN_REQUIRED
             return grant.allow(ALLOWED_REFERRER) if grant.serves(host) else ORIGIN_NOT_ALLOWED
         if host is not None:
-            grant = state.by_host.get(host) or state.grant_for_suffix(host)
+            grant = state.grant_for_host(host)
             if grant is None:
                 return UNKNOWN_ORIGIN
             return grant._origin or grant.allow(ALLOWED_ORIGIN)
@@ -697,7 +697,7 @@ class AllowlistClient:
         host = host_of(source) if source else None
         if host is None:
             return ORIGIN_REQUIRED
-        if host in grant.hosts or grant.serves(host):
+        if grant.serves(host):
             return grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
         return ORIGIN_NOT_ALLOWED
 

@@ -119,6 +119,10 @@ def _header(environ: dict, name: str) -> str:
     return environ.get(name, "").strip()
 
 
+def _delivery_for_log(environ: dict) -> str:
+    return _header(environ, "HTTP_X_GITHUB_DELIVERY")[:64] or "-"
+
+
 class WebhookIntake:
     """WSGI middleware: answers `POST /webhook` itself and hands every other request to `app`.
 
@@ -141,11 +145,10 @@ class WebhookIntake:
                 status, body = self.receive(environ)
             except Answer as answer:
                 if answer.log_message:
-                    log.warning("%s (delivery=%s)", answer.log_message,
-                                _header(environ, "HTTP_X_GITHUB_DELIVERY")[:64] or "-")
+                    log.warning("%s (delivery=%s)", answer.log_message, _delivery_for_log(environ))
                 status, body = answer.status, answer.body
             except Exception:  # a bug here must still answer (GitHub records a failed delivery)
-                log.exception("webhook delivery=%s failed", _header(environ, "HTTP_X_GITHUB_DELIVERY")[:64] or "-")
+                log.exception("webhook delivery=%s failed", _delivery_for_log(environ))
                 status, body = 500, b'{"error":"internal error; please redeliver"}\n'
         start_response(_STATUS[status], [*_JSON_HEADERS, ("Content-Length", str(len(body))), *extra])
         return [body]
