@@ -11,8 +11,8 @@ here and loaded through the client's real poll/verify path:
   loading).
 
 The 1 000 sample keys and hosts repeat, as a gateway's callers do, so the client's memos (a key's
-verified digest, a host's wildcard match) answer all but the first pass. The "first sight" cases
-turn the memos off: the cost of a key or host the client has never seen.
+verified digest, a host's wildcard match, a publishable key's host) answer all but the first
+pass. The "first sight" cases turn the memos off: the cost of a key or host never seen before.
 
 Rounds alternate between the floor and each case (median reported) so a noisy machine hits both.
 
@@ -162,16 +162,16 @@ def main() -> int:
         "first sight: unknown key": (lambda k: check(key=k), unknown_keys, False),
         "first sight: Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, False),
     }
-    cache_size, wildcard_hits_max = client.key_cache_size, gateway.WILDCARD_HITS_MAX
+    limits = client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX
     results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, (function, inputs, memo) in cases.items():
-            client.key_cache_size = cache_size if memo else 0
-            gateway.WILDCARD_HITS_MAX = wildcard_hits_max if memo else 0  # 0: at most the last host kept
-            client._digests.clear()
-            client._state.wildcard_hits.clear()
+            client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = \
+                limits if memo else (0, 0, 0)
+            for held in (client._digests, client._state.wildcard_hits, client._state.publishable_hits):
+                held.clear()
             results[name].append(per_second(function, inputs, args.repeat))
-    client.key_cache_size, gateway.WILDCARD_HITS_MAX = cache_size, wildcard_hits_max
+    client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
     medians = {name: statistics.median(values) for name, values in results.items()}
     floor_rate = medians["floor (sha256 + dict)"]
 

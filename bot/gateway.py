@@ -275,15 +275,28 @@ def _timestamp(value: str | None) -> float | None:
 
 
 WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcard
+PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot remembers as allowed
+
+
+def _remember(memo: dict, key, value, limit: int) -> None:
+    """Put `key` in a bounded memo. Bounded without bookkeeping on the hot path: the memo
+    starts afresh when full, so a flood of made-up input costs no more than no memo at all."""
+    if len(memo) >= limit:
+        memo.clear()
+        if not limit:
+            return
+    memo[key] = value
 
 
 class _Snapshot:
     """Indexes of one allowlist version: key hash → key, host → grant, wildcard base → grant,
     referrer name → grant. The indexes never change once built (a delta builds the next
-    snapshot); only `wildcard_hits`, a memo of this snapshot's own answers, fills up."""
+    snapshot); only `wildcard_hits` and `publishable_hits`, memos of this snapshot's own
+    answers, fill up."""
 
     __slots__ = ("version", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
-                 "by_host", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits")
+                 "by_host", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
+                 "publishable_hits")
 
     def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
         self.version = doc["version"]
@@ -294,6 +307,7 @@ class _Snapshot:
         self.tiers_raw = doc["tiers"]
         self.tiers = {name: _Tier(name, t["limits"]) for name, t in doc["tiers"].items()}
         self.wildcard_hits: dict[str, _Grant] = {}  # host → grant found under a wildcard, in this snapshot
+        self.publishable_hits: dict[tuple[_Key, str], Decision] = {}  # (key, Origin) → allowing Decision
         # A lower bound of the dots in any wildcard base (removals leave it low, still a bound).
         self.suffix_dots = base.suffix_dots if base is not None else 255
         if base is None:
@@ -352,6 +366,19 @@ class _Snapshot:
                 if index.get(value) is grant:
                     del index[value]
 
+    def allow_publishable(self, key: _Key, host: str, origin: str | None) -> Decision:
+        """A live publishable key used from `host`: its grant's Decision if the grant serves the
+        host, else ORIGIN_NOT_ALLOWED. An allowed pair is remembered under the raw `origin`
+        when the key never expires (nothing about it can change within this snapshot), so
+        check() answers the next request from that origin without normalising it again."""
+        grant = key.grant
+        if not grant.serves(host):
+            return ORIGIN_NOT_ALLOWED
+        decision = grant.allow(ALLOWED_PUBLISHABLE_KEY)
+        if origin and key.expires is None:
+            _remember(self.publishable_hits, (key, origin), decision, PUBLISHABLE_HITS_MAX)
+        return decision
+
     def grant_for_host(self, host: str) -> _Grant | None:
         return self.by_host.get(host) or self.grant_for_suffix(host)
 
@@ -371,11 +398,9 @@ class _Snapshot:
         while index >= 0 and dots >= least:
             grant = by_suffix.get(host[index + 1 :])
             if grant is not None:
-                # Remembered for this snapshot (browsers repeat their hosts); bounded by
-                # starting afresh. Misses are not remembered: made-up hosts cannot fill it.
-                if len(self.wildcard_hits) >= WILDCARD_HITS_MAX:
-                    self.wildcard_hits.clear()
-                self.wildcard_hits[host] = grant
+                # Remembered for this snapshot (browsers repeat their hosts). Misses are not
+                # remembered: made-up hosts cannot fill it.
+                _remember(self.wildcard_hits, host, grant, WILDCARD_HITS_MAX)
                 return grant
             index = host.find(".", index + 1)
             dots -= 1
@@ -646,7 +671,10 @@ class AllowlistClient:
             entry = state.by_hash.get(digest)
             if entry is None:
                 return UNKNOWN_KEY
-            return entry.unconditional or self._check_key(entry, now, origin, referrer)
+            # A remembered (key, Origin) pair is a live, never-expiring key already allowed from
+            # that Origin in this snapshot (see _Snapshot.allow_publishable).
+            return (entry.unconditional or (origin and state.publishable_hits.get((entry, origin)))
+                    or self._check_key(state, entry, now, origin, referrer))
         if referrer is not None and "://" in referrer:
             origin, referrer = origin or referrer, None
         host = host_of(origin) if origin else None
@@ -674,32 +702,22 @@ class AllowlistClient:
         except UnicodeEncodeError:
             return _BAD_CHECKSUM
         digest = _sha256(raw).digest() if checksum_ok(raw) else _BAD_CHECKSUM
-        memo = self._digests
-        if len(memo) >= self.key_cache_size:
-            # Bounded without bookkeeping on the hot path: start afresh when full. A flood of
-            # made-up keys only costs what a check without the memo costs.
-            memo.clear()
-            if not self.key_cache_size:
-                return digest
-        memo[key] = digest
+        _remember(self._digests, key, digest, self.key_cache_size)
         return digest
 
     @staticmethod
-    def _check_key(entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
+    def _check_key(state: _Snapshot, entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
             return KEY_EXPIRED
-        grant = entry.grant
         if not entry.publishable:
-            return grant.allow(ALLOWED_SECRET_KEY)
+            return entry.grant.allow(ALLOWED_SECRET_KEY)
         source = origin or (referrer if referrer and "://" in referrer else None)
         host = host_of(source) if source else None
         if host is None:
             return ORIGIN_REQUIRED
-        if grant.serves(host):
-            return grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
-        return ORIGIN_NOT_ALLOWED
+        return state.allow_publishable(entry, host, origin)
 
 
 # --------------------------------------------------------------------------------------------

@@ -404,3 +404,38 @@ def test_the_memo_is_bounded(session, make_client):
         assert len(client._digests) <= 3
     with pytest.raises(ValueError):
         make_client(key_cache_size=-1)
+
+
+def test_a_publishable_key_is_refused_from_a_domain_its_grant_no_longer_has(session, make_client):
+    from sqlmodel import select
+
+    from bot import versioning
+    from bot.models import GrantDomain
+
+    alpha = make_grant(session, "alpha", domains=["alpha.example.com", "beta.example.com"])
+    client = make_client()
+    client.poll()
+    key = alpha.keys["publishable"]
+    for _ in range(2):  # the second answer comes from the snapshot's memo
+        assert client.check(key=key, origin="https://beta.example.com").allowed
+    assert client._state.publishable_hits
+
+    row = session.exec(select(GrantDomain).where(GrantDomain.domain == "beta.example.com")).one()
+    session.delete(row)
+    versioning.bump(session, alpha.grant, "domain")
+    session.commit()
+    assert client.poll() == UPDATED
+    assert client.check(key=key, origin="https://beta.example.com").reason == "origin not allowed for this grant"
+    assert client.check(key=key, origin="https://alpha.example.com").allowed
+
+
+def test_an_expiring_publishable_key_is_refused_once_expired_after_repeated_use(session, make_client, frozen_clock):
+    alpha = make_grant(session, "alpha", domains=["alpha.example.com"],
+                       key_expires_at=frozen_clock.now() + timedelta(minutes=5))
+    client = make_client()
+    client.poll()
+    key, origin = alpha.keys["publishable"], "https://alpha.example.com"
+    for _ in range(3):
+        assert client.check(key=key, origin=origin).allowed
+    frozen_clock.advance(minutes=10)
+    assert client.check(key=key, origin=origin).reason == "key expired"
