@@ -147,8 +147,9 @@ def request_detail(request_id: int):
         values = [(k, _shown(v)) for k, v in (req.values or {}).items()
                   if k != "contact" and v not in (None, "", [])]  # the contact is private
         account_age = _account_age_days(db, req)
+    own = rt.policy.maintainers.forbid_self_approval and req.applicant_id == signed_in_user().id
     return render_template("pages/admin_request.html", item=item, history=history, grant=grant, values=values,
-                           account_age=account_age, open_states=RequestState.OPEN, **_common())
+                           account_age=account_age, open_states=RequestState.OPEN, own_request=own, **_common())
 
 
 def _decide_request(request_id: int, decide) -> Response:

@@ -80,6 +80,16 @@ def test_a_renamed_maintainer_cannot_approve_their_own_request_in_the_dashboard(
     assert read(db, select(AccessRequest.state)) == [RequestState.VALIDATED]
 
 
+def test_the_request_page_offers_no_approval_of_ones_own_request(client, session, world):
+    request = own_request(session, world)
+    rename_maria(world)
+    sign_in(client, RENAMED, world)
+    page = client.get(f"/admin/requests/{request.id}").get_data(as_text=True)
+    assert "your own request" in page and f"/admin/requests/{request.id}/approve" not in page
+    sign_in(client, MAINTAINER_2, world)
+    assert f"/admin/requests/{request.id}/approve" in client.get(f"/admin/requests/{request.id}").get_data(as_text=True)
+
+
 def test_a_renamed_maintainer_cannot_raise_their_own_grant_in_the_dashboard(client, session, db, world):
     grant = own_grant(session, world)
     rename_maria(world)
