@@ -78,9 +78,12 @@ def request_for_issue(ctx: Context, repo: str, issue: dict) -> AccessRequest | N
     """The request behind an issue. An issue carrying the trigger label that has no request yet
     (its opening event not processed yet) is reviewed first, in a repository the policy serves;
     any other issue is not ours."""
-    served = not ctx.policy.repositories or repo in ctx.policy.repositories
+    from bot.served import ignore_unserved
+
+    if ignore_unserved(ctx.session, ctx.policy, ctx.app, repo, "a comment"):
+        return None  # requests are served only from the repositories the operator named
     request = find_request(ctx.session, repo, int(issue.get("number") or 0))
-    if request is None and served and ctx.policy.labels.trigger in issue_label_names(issue):
+    if request is None and ctx.policy.labels.trigger in issue_label_names(issue):
         from bot import review
 
         request = review.review_issue(ctx, repo, issue, reason="command")
@@ -251,8 +254,18 @@ def _decide(request: AccessRequest, state: str, actor: str, reason: str | None =
     request.updated_at = now
 
 
-def _self_decision(policy: Policy, actor: str, owner_login: str) -> bool:
-    return policy.maintainers.forbid_self_approval and actor.lower() == (owner_login or "").lower()
+def _self_decision(policy: Policy, actor: str, actor_id: int | None, owner_id: int | None,
+                   owner_login: str | None) -> bool:
+    """The actor decides on their own request or grant. Compared by numeric GitHub id: a renamed
+    maintainer is still the owner, and someone who took over the owner's old login is not.
+    Only a caller that does not know the actor's id (legacy) falls back to the login."""
+    if not policy.maintainers.forbid_self_approval or actor == SYSTEM:
+        return False
+    from bot.identity import same_person
+
+    if actor_id is not None:
+        return same_person(actor_id, owner_id)
+    return actor.lower() == (owner_login or "").lower()
 
 
 def _closed_state_refusal(request: AccessRequest) -> Result | None:
@@ -270,7 +283,7 @@ def _closed_state_refusal(request: AccessRequest) -> Result | None:
 
 
 def approve(ctx: Context, request: AccessRequest, actor: str, *, tier: str | None = None, force: bool = False,
-            source: str) -> Result:
+            source: str, actor_id: int | None = None) -> Result:
     """Approve: create the grant, tell the applicant, label and close the issue.
 
     Needs `force` when the checks failed (they are listed). A taken app id or domain cannot be
@@ -285,7 +298,7 @@ def approve(ctx: Context, request: AccessRequest, actor: str, *, tier: str | Non
     refusal = _closed_state_refusal(request)
     if refusal:
         return refusal
-    if actor != SYSTEM and _self_decision(policy, actor, request.applicant_login):
+    if _self_decision(policy, actor, actor_id, request.applicant_id, request.applicant_login):
         return Result(REFUSED, "Nobody can approve their own request: another maintainer has to decide.", request)
     tier_name = (tier or request.requested_tier or "").strip().lower()
     tier_obj = policy.tier(tier_name)
@@ -401,7 +414,8 @@ def _request_of(session: Session, grant: Grant) -> AccessRequest | None:
     return session.get(AccessRequest, grant.request_id) if grant.request_id else None
 
 
-def change_tier(ctx: Context, grant: Grant, actor: str, tier: str, *, source: str) -> Result:
+def change_tier(ctx: Context, grant: Grant, actor: str, tier: str, *, source: str,
+                actor_id: int | None = None) -> Result:
     """Move an active grant to another tier; the issue's tier label follows."""
     session, policy = ctx.session, ctx.policy
     grant = lock_grant(session, grant)
@@ -414,7 +428,7 @@ def change_tier(ctx: Context, grant: Grant, actor: str, tier: str, *, source: st
         return Result(REFUSED, f"Grant {grant.app_id} is {grant.status}; its tier cannot change.", request, grant)
     if grant.tier == tier_obj.name:
         return Result(NOOP, f"Grant {grant.app_id} is already on tier {tier_obj.name}.", request, grant)
-    if _self_decision(policy, actor, grant.github_login):
+    if _self_decision(policy, actor, actor_id, grant.github_user_id, grant.github_login):
         return Result(REFUSED, "Nobody can change the tier of their own grant: another maintainer has to.",
                       request, grant)
     key = _decision_key(session, "grant.tier_changed", grant_id=grant.id)

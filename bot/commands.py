@@ -140,19 +140,16 @@ MAINTAINER = Role.MAINTAINER
 APPLICANT = Role.APPLICANT
 
 
-def is_policy_maintainer(gh, login: str, policy: Policy) -> bool:
-    """Listed in maintainers.users, or an active member of one of maintainers.teams."""
-    if login.lower() in {u.lower() for u in policy.maintainers.users}:
-        return True
-    for entry in policy.maintainers.teams:
-        org, team = entry.split("/", 1)
-        if gh.is_team_member(org, team, login):
-            return True
-    return False
+def is_policy_maintainer(gh, login: str, policy: Policy, *, user_id: int = 0, session=None) -> bool:
+    """Named in maintainers.users (by numeric id; a login counts through the id it was first
+    resolved to, see bot.identity), or an active member of one of maintainers.teams."""
+    from bot.identity import is_policy_maintainer as by_id
+
+    return by_id(session, gh, policy, login, user_id)
 
 
 def resolve_role(gh, repo: str, login: str, user_id: int, is_bot: bool, request: AccessRequest | None,
-                 policy: Policy) -> set[Role]:
+                 policy: Policy, *, session=None) -> set[Role]:
     """What `login` is on this request: maintainer (write/maintain/admin on the repository, or
     named in the policy), applicant (the issue's author, by numeric id), both, or nothing.
     Bots are nothing: no bot may decide or act for an applicant."""
@@ -161,7 +158,8 @@ def resolve_role(gh, repo: str, login: str, user_id: int, is_bot: bool, request:
     roles: set[Role] = set()
     if request is not None and user_id == request.applicant_id:
         roles.add(Role.APPLICANT)
-    if gh.permission(repo, login) in MAINTAINER_PERMISSIONS or is_policy_maintainer(gh, login, policy):
+    if gh.permission(repo, login) in MAINTAINER_PERMISSIONS or is_policy_maintainer(
+            gh, login, policy, user_id=user_id, session=session):
         roles.add(Role.MAINTAINER)
     return roles
 
@@ -319,7 +317,8 @@ def run_comment(ctx: Context, event: Event) -> list[Outcome]:
         return []
     gh = ctx.github
     _react(gh, repo, comment["id"], REACTION_READ)
-    roles = resolve_role(gh, repo, user.get("login", ""), int(user.get("id") or 0), False, request, ctx.policy)
+    roles = resolve_role(gh, repo, user.get("login", ""), int(user.get("id") or 0), False, request, ctx.policy,
+                         session=ctx.session)
     cmd_ctx = CommandContext(ctx=ctx, repo=repo, issue=issue, comment=comment, actor=user.get("login", ""),
                              actor_id=int(user.get("id") or 0), roles=roles, request=request,
                              source=comment.get("html_url") or f"comment:{comment['id']}")
@@ -405,7 +404,7 @@ def approve_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
     if len(words) > 1:
         return Outcome.refused("/approve takes at most one tier name. Usage: /approve [tier] [--force]")
     result = apps.approve(cmd_ctx.ctx, cmd_ctx.request, cmd_ctx.actor, tier=words[0] if words else None,
-                          force="--force" in cmd.flags, source=cmd_ctx.source)
+                          force="--force" in cmd.flags, source=cmd_ctx.source, actor_id=cmd_ctx.actor_id)
     return Outcome.from_result(result)
 
 
@@ -447,7 +446,7 @@ def tier_command(cmd_ctx: CommandContext, cmd: ParsedCommand) -> Outcome:
     if refusal:
         return refusal
     return Outcome.from_result(_applications().change_tier(cmd_ctx.ctx, grant, cmd_ctx.actor, words[0],
-                                                           source=cmd_ctx.source))
+                                                           source=cmd_ctx.source, actor_id=cmd_ctx.actor_id))
 
 
 @command("revoke", roles={MAINTAINER}, usage="/revoke <reason>",

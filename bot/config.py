@@ -8,13 +8,14 @@ that a mistake is reported with the setting's or key's name before any request i
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "BEEKEEPER_"
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.default.yml")
@@ -295,8 +296,48 @@ class Validation(_Strict):
     close_duplicates: bool = False
 
 
+# --- identities in the policy (maintainers.users, admins) ------------------------------------
+# A person is known by their numeric GitHub id: logins can be renamed and recycled. Policy
+# entries are numeric ids, or logins that bot.identity resolves once (GET /users/{login}) and
+# remembers, so whoever takes over a login later does not inherit its rights.
+
+_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+
+
+def _policy_user(value: Any) -> int | str:
+    """A numeric id (int, or digits) or a GitHub login (lower-cased)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is neither a numeric GitHub user id nor a login")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        number = int(value)
+        if number <= 0:
+            raise ValueError(f"{value!r} is not a GitHub user id")
+        return number
+    if isinstance(value, str) and _LOGIN.match(value.strip().lstrip("@")):
+        return value.strip().lstrip("@").lower()
+    raise ValueError(f"{value!r} is neither a numeric GitHub user id nor a login")
+
+
+def _policy_admin(value: Any) -> int | str:
+    """A numeric user id or an org/team-slug (never a login: admins are named unambiguously)."""
+    if isinstance(value, str) and "/" in value:
+        org, _, team = value.strip().partition("/")
+        if not org or not team or "/" in team:
+            raise ValueError(f"team {value!r} must be written as org/team-slug")
+        return f"{org}/{team}"
+    number = _policy_user(value)
+    if not isinstance(number, int):
+        raise ValueError(f"{value!r}: admins are numeric GitHub user ids (`beekeeper doctor` prints them) "
+                         "or org/team-slug, not logins")
+    return number
+
+
+PolicyUser = Annotated[int | str, BeforeValidator(_policy_user)]
+PolicyAdmin = Annotated[int | str, BeforeValidator(_policy_admin)]
+
+
 class Maintainers(_Strict):
-    users: list[str] = Field(default_factory=list)
+    users: list[PolicyUser] = Field(default_factory=list)  # numeric ids, or logins (resolved once, see below)
     teams: list[str] = Field(default_factory=list)  # "org/team-slug"
     forbid_self_approval: bool = True
 
@@ -336,7 +377,8 @@ class Policy(_Strict):
     keys: Keys = Field(default_factory=Keys)
     allowlist: Allowlist = Field(default_factory=Allowlist)
     self_service: SelfService = Field(default_factory=SelfService)
-    repositories: list[str] = Field(default_factory=list)  # owner/name the bot serves; empty = any installed
+    repositories: list[str] = Field(default_factory=list)  # owner/name served; empty = the only installed one
+    admins: list[PolicyAdmin] = Field(default_factory=list)  # platform admins: numeric ids or org/team
     reconcile_interval_minutes: int = Field(default=60, ge=0)  # 0 = no periodic reconcile in the worker
 
     @model_validator(mode="after")

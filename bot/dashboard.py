@@ -1,7 +1,10 @@
 """The maintainer dashboard under /admin: review queue, grants, audit trail, gateways.
 
-Who: maintainers only (bot.web_permissions.maintainer_required on every view); an action on a
-request or grant also needs the maintainer's scope to cover its repository. Decisions call the
+Who: maintainers only (bot.web_permissions.maintainer_required on every view). A maintainer of
+some repositories sees and acts on those repositories' requests and grants alone (lists are
+filtered, every page and action re-checks `require_scope_for`); the audit trail, its export and
+the gateways are the platform's, for the policy's `admins` (`admin_required`). Nobody decides on
+their own request or grant (compared by numeric id: approve, force, tier, domain approval). Decisions call the
 same state machine as the slash-commands (bot.applications) with the maintainer as the actor
 and `source="dashboard"`, so the issue gets the same decision comment, labels and close, and the
 audit trail says where the decision came from. Nothing here changes state by itself.
@@ -40,7 +43,14 @@ from bot.router import Context
 from bot.search import AuditFilter, GrantFilter, audit_actions, audit_query, grants_query
 from bot.versioning import current_version
 from bot.web import guard_pages
-from bot.web_permissions import current_scope, maintainer_required, require_scope_for, runtime, signed_in_user
+from bot.web_permissions import (
+    admin_required,
+    current_scope,
+    maintainer_required,
+    require_scope_for,
+    runtime,
+    signed_in_user,
+)
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin")
 page_format.register(bp)
@@ -56,7 +66,8 @@ guard_pages(bp)
 
 def _common() -> dict:
     rt = runtime()
-    return {"policy": rt.policy, "github_url": rt.settings.github_url, "maintainer": signed_in_user().login}
+    return {"policy": rt.policy, "github_url": rt.settings.github_url, "maintainer": signed_in_user().login,
+            "platform_admin": current_scope().admin}
 
 
 def _text(name: str) -> str:
@@ -92,8 +103,7 @@ def queue():
     filters = {k: v for k, v in {"tier": request.args.get("tier", "").strip(),
                                  "state": request.args.get("state", "").strip()}.items() if v}
     with Session(rt.engine) as db:
-        page = review_queue(db, page_number(request.args.get("page")),
-                            repos=None if scope.everywhere else sorted(scope.repos),
+        page = review_queue(db, page_number(request.args.get("page")), repos=scope.visible_repositories(),
                             tier=filters.get("tier", ""), state=filters.get("state", ""))
         changes = [p for p in pending_domain_changes(db) if scope.covers(p.grant.repo)]
     return render_template("pages/admin_queue.html", queue=page, filters=filters, domain_changes=changes,
@@ -137,8 +147,9 @@ def request_detail(request_id: int):
         values = [(k, _shown(v)) for k, v in (req.values or {}).items()
                   if k != "contact" and v not in (None, "", [])]  # the contact is private
         account_age = _account_age_days(db, req)
+    own = rt.policy.maintainers.forbid_self_approval and req.applicant_id == signed_in_user().id
     return render_template("pages/admin_request.html", item=item, history=history, grant=grant, values=values,
-                           account_age=account_age, open_states=RequestState.OPEN, **_common())
+                           account_age=account_age, open_states=RequestState.OPEN, own_request=own, **_common())
 
 
 def _decide_request(request_id: int, decide) -> Response:
@@ -163,8 +174,9 @@ def _decide_request(request_id: int, decide) -> Response:
 def approve(request_id: int):
     tier = _text("tier") or None
     force = request.form.get("force") == "1"
+    actor_id = signed_in_user().id
     return _decide_request(request_id, lambda ctx, req, actor: applications.approve(
-        ctx, req, actor, tier=tier, force=force, source=SOURCE))
+        ctx, req, actor, tier=tier, force=force, source=SOURCE, actor_id=actor_id))
 
 
 @bp.post("/requests/<int:request_id>/reject")
@@ -220,7 +232,9 @@ def _decide_domain(change_id: int, decide) -> Response:
 @maintainer_required
 def approve_domain(change_id: int):
     policy = runtime().policy
-    return _decide_domain(change_id, lambda db, change, actor: domain_changes.approve(db, policy, change, actor))
+    actor_id = signed_in_user().id
+    return _decide_domain(change_id, lambda db, change, actor: domain_changes.approve(
+        db, policy, change, actor, actor_id=actor_id))
 
 
 @bp.post("/domain-changes/<int:change_id>/reject")
@@ -239,8 +253,12 @@ def reject_domain(change_id: int):
 @maintainer_required
 def grants():
     f = GrantFilter.from_args(request.args)
+    statement = grants_query(f)
+    repos = current_scope().visible_repositories()
+    if repos is not None:  # a repository's maintainer sees the grants made from its requests only
+        statement = statement.where(Grant.repo.in_(repos))
     with Session(runtime().engine) as db:
-        results = paginate(db, grants_query(f), page_number(request.args.get("page")))
+        results = paginate(db, statement, page_number(request.args.get("page")))
     return render_template("pages/admin_grants.html", results=results, filters=f, active_filters=f.active_filters,
                            **_common())
 
@@ -253,6 +271,7 @@ def grant_detail(grant_id: int):
         grant = db.get(Grant, grant_id)
         if grant is None:
             abort(404, description="There is no such grant.")
+        require_scope_for(grant.repo)
         view = grant_view(db, rt.policy, grant)
         history = db.exec(select(AuditEvent).where(AuditEvent.grant_id == grant.id)
                           .order_by(AuditEvent.at, AuditEvent.id)).all()
@@ -283,8 +302,9 @@ def _change_grant(grant_id: int, change) -> Response:
 @maintainer_required
 def change_tier(grant_id: int):
     tier = _text("tier")
+    actor_id = signed_in_user().id
     return _change_grant(grant_id, lambda ctx, grant, actor: applications.change_tier(
-        ctx, grant, actor, tier, source=SOURCE))
+        ctx, grant, actor, tier, source=SOURCE, actor_id=actor_id))
 
 
 @bp.post("/grants/<int:grant_id>/revoke")
@@ -304,7 +324,7 @@ def revoke(grant_id: int):
 
 
 @bp.get("/audit")
-@maintainer_required
+@admin_required
 def audit():
     f = AuditFilter.from_args(request.args)
     with Session(runtime().engine) as db:
@@ -315,7 +335,7 @@ def audit():
 
 
 @bp.get("/audit.csv")
-@maintainer_required
+@admin_required
 def audit_csv():
     f = AuditFilter.from_args(request.args)
     engine = runtime().engine
@@ -331,7 +351,7 @@ def audit_csv():
 
 
 @bp.get("/gateways")
-@maintainer_required
+@admin_required
 def gateways():
     """The registered gateway credentials with their pull figures (bot.gateways writes those in
     batches, at most `allowlist.pull_stats_flush_seconds` behind)."""

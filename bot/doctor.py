@@ -231,6 +231,82 @@ def _install_url(settings, app: dict) -> str:
     return (app.get("html_url") or f"{settings.github_url}/apps/{app.get('slug')}").rstrip("/") + "/installations/new"
 
 
+def _installed_repositories(github) -> list[str]:
+    repos: set[str] = set()
+    for installation in github.list_installations():
+        if not installation.get("suspended_at"):
+            repos.update(github.for_installation(int(installation["id"])).list_repositories())
+    return sorted(repos)
+
+
+def check_repositories(report: Report, runtime) -> bool:
+    """Requests are served only from repositories the operator named (bot.served): an empty
+    `repositories` with more than one repository installed serves none of them. False then."""
+    named = runtime.policy.repositories
+    if named:
+        report.add("repositories", OK, f"requests are served from {', '.join(named)} (the policy's `repositories`)")
+        return True
+    installed = _installed_repositories(runtime.github)
+    if len(installed) > 1:
+        shown = ", ".join(installed[:5]) + (f" and {len(installed) - 5} more" if len(installed) > 5 else "")
+        report.add("repositories", FAIL,
+                   f"the policy names no `repositories` and the app is installed on {len(installed)} repositories "
+                   f"({shown}): requests are served from none of them",
+                   "Name the repositories that hold the request form in the policy file (BEEKEEPER_POLICY), e.g. "
+                   f"`repositories: [{installed[0]}]`. Only those are served, and only their maintainers decide.")
+        return False
+    if installed:
+        report.add("repositories", OK, f"requests are served from {installed[0]}, the only repository the app is "
+                   f"installed on (write `repositories: [{installed[0]}]` in the policy to keep it so)")
+    return True
+
+
+def check_policy_logins(report: Report, runtime) -> None:
+    """`maintainers.users` given as logins: print the numeric ids to paste instead (a login can be
+    renamed and taken over; bot.identity keeps the id it first resolved)."""
+    from sqlmodel import Session as DbSession
+
+    from bot.identity import policy_logins, remembered_ids
+
+    logins = policy_logins(runtime.policy.maintainers.users)
+    if not logins:
+        return
+    installations = [i for i in runtime.github.list_installations() if not i.get("suspended_at")]
+    if not installations:
+        return
+    gh = runtime.github.for_installation(int(installations[0]["id"]))
+    with DbSession(runtime.engine) as session:
+        remembered = remembered_ids(session, logins)
+    paste, moved, unknown = [], [], []
+    for entry in runtime.policy.maintainers.users:
+        if isinstance(entry, int):
+            paste.append(str(entry))
+            continue
+        try:
+            current = int(gh.get_user(entry)["id"])
+        except GitHubError as exc:
+            if exc.status != 404:
+                raise
+            current = None
+        first = remembered.get(entry)
+        if first is not None and current is not None and first != current:
+            moved.append(f"{entry} was id {first} and now belongs to id {current}")
+        if first is None and current is None:
+            unknown.append(entry)
+        else:
+            paste.append(f"{first if first is not None else current}")
+    users = f"`users: [{', '.join(paste)}]`"
+    if moved:
+        report.add("maintainers", WARN, "a login the policy names changed hands: " + "; ".join(moved) +
+                   " (the first id keeps the rights)", f"Write numeric ids in `maintainers.users`: {users}")
+    if unknown:
+        report.add("maintainers", WARN, f"`maintainers.users` names logins GitHub does not know: {', '.join(unknown)}",
+                   "Remove them, or write the person's numeric id.")
+    if not moved:
+        report.add("maintainers", WARN, f"`maintainers.users` names people by login ({', '.join(logins)})",
+                   f"Write their numeric ids instead, which a rename or a recycled login cannot change: {users}")
+
+
 def check_installations(report: Report, runtime, app: dict, expected: Expected) -> dict[str, int]:
     from bot.reconcile import served_repositories
 
@@ -434,6 +510,10 @@ def run(runtime, *, repos: list[str] | None = None, fix_labels: bool = False) ->
         report.add("GitHub", SKIP, "installation, webhook, form and label checks need a working app key")
         return report
     _guarded(report, "webhook", check_webhook, runtime)
+    _guarded(report, "maintainers", check_policy_logins, runtime)
+    if _guarded(report, "repositories", check_repositories, runtime) is False:
+        report.add("installation", SKIP, "installation, form and label checks wait for the served repositories")
+        return report
     targets = _guarded(report, "installation", check_installations, runtime, app, expected) or {}
     if repos:
         targets = {r: i for r, i in targets.items() if r in repos}

@@ -23,6 +23,7 @@ from bot.checks import ERROR, check_domains
 from bot.clock import utcnow
 from bot.comments import Trusted, marker, render
 from bot.config import Policy
+from bot.identity import same_person
 from bot.models import DomainChange, DomainChangeState, Grant, GrantDomain
 
 PORTAL = "portal"
@@ -111,11 +112,17 @@ def _decide(session: Session, change: DomainChange, state: str, actor: str, reas
     session.add(change)
 
 
-def approve(session: Session, policy: Policy, change: DomainChange, actor: str, *, source: str = DASHBOARD) -> Result:
-    """A maintainer adds the waiting domain, after checking it again."""
+def approve(session: Session, policy: Policy, change: DomainChange, actor: str, *, source: str = DASHBOARD,
+            actor_id: int | None = None) -> Result:
+    """A maintainer adds the waiting domain, after checking it again. Nobody approves a domain
+    for their own grant (by numeric id, under the policy's maintainers.forbid_self_approval)."""
     grant = session.get(Grant, change.grant_id)
     if grant is None or grant.status != "active":
         raise Refused("The grant is revoked; the domain cannot be added.")
+    if policy.maintainers.forbid_self_approval and (
+            same_person(actor_id, grant.github_user_id) or same_person(actor_id, change.requested_by_id)
+            or (actor_id is None and actor.lower() == (grant.github_login or "").lower())):
+        raise Refused("Nobody can approve a domain for their own grant: another maintainer has to decide.")
     domain, _ = _checked_domain(session, policy, grant, change.domain)
     _decide(session, change, DomainChangeState.APPROVED, actor)
     try:

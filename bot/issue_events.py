@@ -28,8 +28,9 @@ log = logging.getLogger("beekeeper.issue_events")
 
 
 def _served(repo: str | None, ctx: Context) -> bool:
-    allowed = ctx.policy.repositories
-    return bool(repo) and (not allowed or repo in allowed)
+    from bot.served import ignore_unserved
+
+    return not ignore_unserved(ctx.session, ctx.policy, ctx.app, repo, "an issue event")
 
 
 def _body_changed(event: Event) -> bool:

@@ -300,3 +300,19 @@ class Installation(SQLModel, table=True):
     repositories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------------------------
+# Identity: policy logins resolved to numeric ids (bot.identity)
+# --------------------------------------------------------------------------------------------
+
+
+class PolicyLogin(SQLModel, table=True):
+    """A login named in the policy, with the numeric id it belonged to when first resolved. The
+    id is kept: whoever takes the login over later (a recycled login) is a different person."""
+
+    __tablename__ = "policy_login"
+
+    login: str = Field(primary_key=True, max_length=64)  # lower-cased
+    user_id: int = Field(sa_type=BigInteger)
+    resolved_at: datetime = Field(default_factory=utcnow)

@@ -1,11 +1,15 @@
 """Who may use the maintainer dashboard, answered from GitHub and the policy (no Flask here).
 
-A maintainer is someone listed in the policy (`maintainers.users`, or a member of one of
-`maintainers.teams`) — a maintainer of every repository Beekeeper serves — or someone with
-write, maintain or admin permission on a served repository, who is a maintainer of that
-repository only. Actions on a request or grant tied to a repository need the scope to cover
-that repository; grants made without an issue (self-service, CLI) need a platform-wide
-maintainer or one of any served repository.
+Requests are served only from the repositories the operator named (bot.served). A maintainer is
+- someone the policy names (`maintainers.users` by numeric id, or a member of one of
+  `maintainers.teams`): a maintainer of the whole platform;
+- someone with write, maintain or admin permission on a served repository: a maintainer of that
+  repository only (its requests and the grants made from them). Whoever holds the permission on
+  every served repository (the usual one-repository platform) is a maintainer of the platform.
+Grants made without an issue (self-service, CLI) belong to the platform: only its maintainers
+act on them. Platform-wide pages (gateways, signing keys, the whole audit trail and its export)
+need the policy's `admins` (numeric ids or org/team). People are compared by numeric GitHub id
+(bot.identity): logins can be renamed and recycled.
 
 GitHub is asked with the app's installation token (`GET /repos/{repo}/collaborators/{user}/permission`,
 `GET /orgs/{org}/teams/{team}/memberships/{user}`). The web layer caches the answer briefly in
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from bot.commands import MAINTAINER_PERMISSIONS, is_policy_maintainer
+from bot import identity, served
+from bot.commands import MAINTAINER_PERMISSIONS
 from bot.config import Policy
 from bot.errors import RetryLater
 from bot.github import GitHubApp, GitHubError
@@ -31,44 +36,47 @@ class PermissionUnknown(Exception):
 
 @dataclass(frozen=True)
 class MaintainerScope:
-    """Where a signed-in user may act as a maintainer."""
+    """Where a signed-in user may act as a maintainer. `everywhere`: the whole platform (every
+    request and grant); `repos`: those repositories only; `admin`: the platform-wide pages too."""
 
     everywhere: bool = False
     repos: frozenset[str] = frozenset()
+    admin: bool = False
 
     @property
     def is_maintainer(self) -> bool:
-        return self.everywhere or bool(self.repos)
+        return self.everywhere or self.admin or bool(self.repos)
 
     def covers(self, repo: str | None) -> bool:
-        """May act on something tied to `repo` (None: not tied to an issue; any maintainer may)."""
-        if self.everywhere:
+        """May act on something tied to `repo` (None: not tied to an issue, so the platform's)."""
+        if self.everywhere or self.admin:
             return True
         if repo is None:
-            return bool(self.repos)
+            return False
         return repo.lower() in {r.lower() for r in self.repos}
 
+    def visible_repositories(self) -> list[str] | None:
+        """The repositories whose requests and grants this maintainer sees; None: all of them."""
+        if self.everywhere or self.admin:
+            return None
+        return sorted(self.repos)
+
     def to_dict(self) -> dict:
-        return {"everywhere": self.everywhere, "repos": sorted(self.repos)}
+        return {"everywhere": self.everywhere, "repos": sorted(self.repos), "admin": self.admin}
 
     @classmethod
     def from_dict(cls, data: dict) -> MaintainerScope:
-        return cls(everywhere=bool(data.get("everywhere")), repos=frozenset(data.get("repos") or ()))
+        return cls(everywhere=bool(data.get("everywhere")), repos=frozenset(data.get("repos") or ()),
+                   admin=bool(data.get("admin")))
 
 
 NOBODY = MaintainerScope()
 
 
-def served_repositories(session: Session, policy: Policy) -> list[str]:
-    """The repositories whose requests the dashboard shows: the policy's list, else every
-    repository the app is installed on or has seen a request from."""
-    if policy.repositories:
-        return list(policy.repositories)
-    repos: set[str] = set()
-    for installation in session.exec(select(Installation).where(Installation.active == True)):  # noqa: E712
-        repos.update(installation.repositories or [])
-    repos.update(session.exec(select(AccessRequest.repo).distinct()).all())
-    return sorted(repos)
+def served_repositories(session: Session, policy: Policy, github: GitHubApp | None = None) -> list[str]:
+    """The repositories whose requests Beekeeper serves (bot.served): the policy's list, else
+    the only installed repository, else none."""
+    return served.served_repositories(session, policy, github)
 
 
 def installation_for(session: Session, github: GitHubApp, repo: str) -> int:
@@ -89,17 +97,35 @@ def installation_for(session: Session, github: GitHubApp, repo: str) -> int:
         raise PermissionUnknown(f"the app is not installed on {repo} ({exc.status})") from None
 
 
-def maintainer_scope(session: Session, github: GitHubApp, policy: Policy, login: str) -> MaintainerScope:
-    """Ask GitHub (and the policy) where `login` is a maintainer. Raises PermissionUnknown when
-    GitHub cannot answer, so that an outage is never mistaken for "no" (or "yes")."""
-    repos = served_repositories(session, policy)
+def _any_installation(session: Session, github: GitHubApp) -> int | None:
+    """Some installation of the app, for calls that are not about a repository (users, teams)."""
+    row = session.exec(select(Installation).where(Installation.active == True)  # noqa: E712
+                       .order_by(Installation.id)).first()
+    if row is not None:
+        return row.id
+    if not github.configured:
+        return None
+    installations = [i for i in github.list_installations() if not i.get("suspended_at")]
+    return int(installations[0]["id"]) if installations else None
+
+
+def maintainer_scope(session: Session, github: GitHubApp, policy: Policy, login: str,
+                     user_id: int = 0) -> MaintainerScope:
+    """Ask GitHub (and the policy) where the user `user_id` (currently `login`) is a maintainer.
+    Raises PermissionUnknown when GitHub cannot answer, so that an outage is never mistaken for
+    "no" (or "yes"). Logins the policy names are resolved to ids here once (bot.identity), so
+    the caller commits `session`."""
     try:
-        if login.lower() in {u.lower() for u in policy.maintainers.users}:
-            return MaintainerScope(everywhere=True)  # no GitHub call needed
+        repos = served_repositories(session, policy, github)
         clients = {repo: github.for_installation(installation_for(session, github, repo)) for repo in repos}
-        if policy.maintainers.teams and clients and is_policy_maintainer(next(iter(clients.values())), login, policy):
-            return MaintainerScope(everywhere=True)
+        anywhere = next(iter(clients.values()), None)
+        if anywhere is None and (policy.maintainers.users or policy.maintainers.teams or policy.admins):
+            installation = _any_installation(session, github)
+            anywhere = github.for_installation(installation) if installation is not None else None
+        admin = identity.is_platform_admin(anywhere, policy, login, user_id)
+        if admin or identity.is_policy_maintainer(session, anywhere, policy, login, user_id):
+            return MaintainerScope(everywhere=True, admin=admin)
         allowed = {repo for repo, client in clients.items() if client.permission(repo, login) in MAINTAINER_PERMISSIONS}
     except (GitHubError, RetryLater) as exc:
         raise PermissionUnknown(str(exc)) from None
-    return MaintainerScope(repos=frozenset(allowed))
+    return MaintainerScope(everywhere=bool(repos) and allowed == set(repos), repos=frozenset(allowed))

@@ -64,7 +64,10 @@ def issue_form_url(repo: str | None, **answers: str) -> str | None:
 
 def request_repository(db: Session) -> str | None:
     """Where new requests go: the first repository Beekeeper serves."""
-    repos = served_repositories(db, runtime().policy)
+    try:
+        repos = served_repositories(db, runtime().policy, runtime().github)
+    except (GitHubError, RetryLater):
+        return None
     return repos[0] if repos else None
 
 

@@ -158,8 +158,8 @@ def reconcile_repo(runtime, repo: str, installation_id: int, report: ReconcileRe
 
 def served_repositories(runtime, repos: list[str] | None = None) -> tuple[dict[str, int], list[str]]:
     """(owner/name → installation id, repositories without the app) for the repositories served:
-    `repos` if given, else the policy's `repositories`, else every repository of every
-    (unsuspended) installation."""
+    `repos` if given, else the policy's `repositories`, else the only repository of the
+    (unsuspended) installations — none when there are several (see bot.served)."""
     github = runtime.github
     wanted = repos or runtime.policy.repositories
     found: dict[str, int] = {}
@@ -176,6 +176,10 @@ def served_repositories(runtime, repos: list[str] | None = None) -> tuple[dict[s
             continue
         for repo in github.for_installation(installation["id"]).list_repositories():
             found[repo] = int(installation["id"])
+    if len(found) > 1:  # bot.served: with no repositories named, only a lone installed one is served
+        log.warning("the policy names no repositories and the app is installed on %d: serving none (set "
+                    "`repositories` in the policy)", len(found))
+        return {}, missing
     return found, missing
 
 

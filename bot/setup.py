@@ -41,6 +41,8 @@ bp = Blueprint("setup", __name__, url_prefix="/setup")
 
 STATE_MAX_AGE_SECONDS = 3600
 ORG_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+POLICY_FILE_NAME = "beekeeper-policy.yml"
 APP_NAME_MAX_LENGTH = 34  # GitHub's limit for app names
 PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP", "Forwarded")
 
@@ -82,22 +84,31 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(setup_token(), salt="beekeeper-setup-state")
 
 
-def new_state() -> str:
-    return _serializer().dumps(secrets.token_urlsafe(16))
+def new_state(repository: str | None = None) -> str:
+    """A signed, expiring state for GitHub's round trip; it carries the repository the operator
+    set Beekeeper up for, so the callback can name it in the policy."""
+    return _serializer().dumps({"n": secrets.token_urlsafe(16), "repo": repository})
+
+
+def _consume(state: str) -> dict | None:
+    """The state's contents, once, for a state this process issued less than an hour ago."""
+    try:
+        data = _serializer().loads(state or "", max_age=STATE_MAX_AGE_SECONDS)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict):
+        data = {"n": data, "repo": None}
+    used = _app_state()["used_states"]
+    with _lock:
+        if data.get("n") in used:
+            return None
+        used.add(data.get("n"))
+    return data
 
 
 def consume_state(state: str) -> bool:
     """True once for a state this process issued less than an hour ago."""
-    try:
-        nonce = _serializer().loads(state or "", max_age=STATE_MAX_AGE_SECONDS)
-    except BadSignature:
-        return False
-    used = _app_state()["used_states"]
-    with _lock:
-        if nonce in used:
-            return False
-        used.add(nonce)
-    return True
+    return _consume(state) is not None
 
 
 def is_local_request(remote_addr: str | None, headers) -> bool:
@@ -227,6 +238,19 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         raise
 
 
+def write_policy_repository(path: Path, repository: str) -> None:
+    """Name `repository` in the policy file at `path` (created, or its `repositories` replaced):
+    requests are served only from the repositories the policy names (bot.served)."""
+    data: dict = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text()) or {}
+        data = loaded if isinstance(loaded, dict) else {}
+    data["repositories"] = [repository]
+    header = ("# Beekeeper's policy (written by the setup page). Requests are served only from the\n"
+              "# repositories listed here; see bot/policy.default.yml for every other key.\n")
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+
+
 def dotenv_path() -> Path:
     """Where settings are read from at start-up (bot.config reads .env in the working directory)."""
     return Path(current_app.config.get("BEEKEEPER_DOTENV_PATH") or Path.cwd() / ".env")
@@ -249,9 +273,12 @@ def start():
         return _already_registered()
     org = (request.args.get("org") or "").strip() or None
     name = (request.args.get("name") or "").strip()[:APP_NAME_MAX_LENGTH] or None
+    repository = (request.args.get("repo") or "").strip().strip("/") or None
     error = None
     if org and not ORG_PATTERN.fullmatch(org):
         error, org = f"“{org}” is not an organisation login.", None
+    if repository and (not REPO_PATTERN.fullmatch(repository) or repository.split("/")[1] in (".", "..")):
+        error, repository = f"“{repository}” is not a repository (owner/name).", None
     try:
         base = yaml.safe_load(manifest_path().read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -264,7 +291,8 @@ def start():
         org=org,
         name=manifest["name"],
         token=request.args.get("token") if _token_supplied() else None,
-        action=new_app_url(settings.github_url, org, new_state()),
+        repository=repository,
+        action=new_app_url(settings.github_url, org, new_state(repository)),
         manifest=manifest,
         manifest_json=json.dumps(manifest),
         public_url=settings.public_url,
@@ -278,7 +306,8 @@ def callback():
     if _app_state()["registered"] is not None:
         return _already_registered()
     code = request.args.get("code", "")
-    if not code or not consume_state(request.args.get("state", "")):
+    state = _consume(request.args.get("state", "")) if code else None
+    if state is None:
         return _page("pages/setup.html", 400, manifest_json=None,
                      error="This link expired or did not come from this setup page. Start again from /setup.")
     try:
@@ -291,6 +320,9 @@ def callback():
     values = credentials_env(app, add_secret_key=settings.secret_key_generated)
     target = dotenv_path()
     written_to, shown = None, {}
+    repository, policy_written, policy_hint = state.get("repo"), None, None
+    if repository:
+        policy_written, policy_hint = _name_repository(settings, target, repository, values)
     try:
         write_env_file(target, values)
         written_to = str(target)
@@ -302,7 +334,24 @@ def callback():
     log.info("GitHub App %s (id %s) registered%s", public["slug"], public["id"],
              f"; credentials written to {written_to}" if written_to else "; credentials shown on the setup page")
     return _page("pages/setup_done.html", app=public, written_to=written_to, shown=shown,
-                 install_url=install_url(public))
+                 install_url=install_url(public), repository=repository, policy_written=policy_written,
+                 policy_hint=policy_hint)
+
+
+def _name_repository(settings, env_target: Path, repository: str, values: dict[str, str]):
+    """(policy file written, hint) for the repository the app was set up for. Without an operator's
+    policy file, a small one next to .env names it (and BEEKEEPER_POLICY points at it); an
+    operator's own file is never edited: the page says what to add."""
+    if settings.policy_path:
+        return None, f"Add `repositories: [{repository}]` to your policy file {settings.policy_path}."
+    policy_path = env_target.parent / POLICY_FILE_NAME
+    try:
+        write_policy_repository(policy_path, repository)
+    except OSError as exc:
+        log.warning("cannot write %s (%s)", policy_path, exc.strerror)
+        return None, (f"Write `repositories: [{repository}]` into a policy file and point BEEKEEPER_POLICY at it.")
+    values["BEEKEEPER_POLICY"] = str(policy_path.absolute())
+    return str(policy_path), None
 
 
 def install_url(app: dict) -> str:

@@ -56,7 +56,8 @@ def current_scope() -> MaintainerScope:
     if scope is None:
         rt = runtime()
         with Session(rt.engine) as db:
-            scope = maintainer_scope(db, rt.github, rt.policy, user.login)
+            scope = maintainer_scope(db, rt.github, rt.policy, user.login, user.id)
+            db.commit()  # policy logins resolved to ids on the way are remembered
         session[SCOPE_SESSION_KEY] = {"uid": user.id, "at": now, "scope": scope.to_dict()}
     g.maintainer_scope = scope
     return scope
@@ -98,6 +99,37 @@ def maintainer_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def admin_required(view):
+    """Signed in, and one of the policy's `admins` (numeric id or org/team): the platform-wide
+    pages (gateways, signing keys, the whole audit trail and its export). 403 for anyone else,
+    maintainers of a repository included."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if signed_in_user() is None:
+            return redirect(login_url())
+        try:
+            scope = current_scope()
+        except PermissionUnknown:
+            abort(503, description="GitHub did not answer when we checked your permission. Try again in a minute.")
+        if not scope.admin:
+            abort(403, description="This page is for the platform's admins (the policy's `admins`: numeric "
+                                   "GitHub ids or org/team).")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def visible_repositories() -> list[str] | None:
+    """The repositories whose requests and grants the signed-in maintainer may see and act on
+    (owner/name, sorted), or None for a maintainer of the whole platform (policy maintainers and
+    admins: everything). [] for someone who is no maintainer. Use it to filter every list."""
+    try:
+        return current_scope().visible_repositories()
+    except PermissionUnknown:
+        return []
 
 
 def require_scope_for(repo: str | None) -> None:

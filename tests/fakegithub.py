@@ -99,6 +99,17 @@ class FakeGitHub:
         self.users[login] = user_payload(login, user_id, **kwargs)
         return self.users[login]
 
+    def _user_by_login(self, login: str):
+        """GET /users/{login}: logins are case-insensitive on GitHub."""
+        found = self.users.get(login) or next((u for k, u in self.users.items() if k.lower() == login.lower()), None)
+        return found or (404, {"message": "Not Found"})
+
+    def rename_user(self, old: str, new: str) -> dict:
+        """The account keeps its numeric id under a new login (GitHub's rename)."""
+        user = self.users.pop(old)
+        self.users[new] = user_payload(new, user["id"], created_at=user.get("created_at") or "2015-01-01T00:00:00Z")
+        return self.users[new]
+
     def set_permission(self, repo: str, login: str, role: str) -> None:
         self.permissions[(repo, login)] = role
 
@@ -217,7 +228,7 @@ class FakeGitHub:
             ("POST", r"/app-manifests/([^/]+)/conversions", lambda m: self._convert_manifest(m[1], headers)),
             ("POST", r"/app/hook/deliveries/(\d+)/attempts", self._redeliver),
             ("GET", r"/user", lambda m: self._oauth_user(headers)),
-            ("GET", r"/users/([^/]+)", lambda m: self.users.get(m[1]) or (404, {"message": "Not Found"})),
+            ("GET", r"/users/([^/]+)", lambda m: self._user_by_login(m[1])),
             ("GET", r"/user/(\d+)", self._user_by_id),
             ("GET", r"/repos/([^/]+/[^/]+)/installation", lambda m: self._repo_installation(m[1])),
             ("GET", r"/repos/([^/]+/[^/]+)/issues", lambda m: self._list_issues(m[1], query)),

@@ -50,10 +50,11 @@ def test_a_user_unknown_to_github_has_no_role(gh, policy, request_row):
     assert resolve_role(gh, REPO, "ghost-user", 999999, False, request_row, policy) == set()
 
 
-def test_policy_users_are_maintainers_case_insensitively(gh, fake_github, request_row, tmp_path):
+def test_policy_users_are_maintainers_case_insensitively(gh, fake_github, session, request_row, tmp_path):
     fake_github.add_user("Outside-Reviewer", 8200)
     policy = policy_with(tmp_path, users=["outside-reviewer"])
-    assert resolve_role(gh, REPO, "Outside-Reviewer", 8200, False, request_row, policy) == {MAINTAINER}
+    assert resolve_role(gh, REPO, "Outside-Reviewer", 8200, False, request_row, policy,
+                        session=session) == {MAINTAINER}
 
 
 def test_team_members_are_maintainers(gh, fake_github, request_row, tmp_path):

@@ -55,7 +55,10 @@ DASHBOARD = [
     ("GET", "/admin/audit.csv"),
     ("GET", "/admin/gateways"),
 ]
-MATRIX = PORTAL + [(method, url, LOGIN, FORBIDDEN, FORBIDDEN, OK) for method, url in DASHBOARD]
+# The platform-wide pages are for the policy's admins, not for a repository's maintainers.
+PLATFORM = {"/admin/audit", "/admin/audit.csv", "/admin/gateways"}
+MATRIX = PORTAL + [(method, url, LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN if url in PLATFORM else OK)
+                   for method, url in DASHBOARD]
 PEOPLE = {"anonymous": None, "applicant": APPLICANT, "other user": STRANGER, "maintainer": MAINTAINER}
 FORM = {"tier": "nectar", "reason": "Because.", "message": "Tell us more.", "domain": "extra.example.com",
         "app_id": "some-app", "domains": ""}
@@ -184,7 +187,8 @@ def test_github_failing_is_neither_yes_nor_no(client, world, fake_github):
     assert "GitHub did not answer" in response.get_data(as_text=True)
 
 
-def test_a_maintainer_of_one_repository_cannot_decide_in_another(client, session, db, world, fake_github):
+def test_a_maintainer_of_one_repository_cannot_decide_in_another(client, session, db, world, fake_github,
+                                                                 runtime):
     install_other = make_request(session, number=3, repo="acme/other", referrer="other-app")
     add_issue_for(fake_github, install_other)
     from bot.models import Installation
@@ -193,6 +197,7 @@ def test_a_maintainer_of_one_repository_cannot_decide_in_another(client, session
     row.repositories = [REPO, "acme/other"]
     session.add(row)
     session.commit()
+    runtime.policy = runtime.policy.model_copy(update={"repositories": [REPO, "acme/other"]})
     sign_in(client, MAINTAINER, fake_github)  # write on acme/access only
     page = client.get("/admin/").get_data(as_text=True)
     assert "acme/access#2" in page and "acme/other#3" not in page

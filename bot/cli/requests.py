@@ -45,6 +45,28 @@ def actor_and_source(as_login: str | None) -> tuple[str, str]:
     return f"cli:{user}"[:64], "cli"
 
 
+def actor_id_for(runtime, ctx, as_login: str | None) -> int | None:
+    """The numeric GitHub id of the `--as` login (None without --as), asked of GitHub: the
+    self-approval rule compares ids, so a renamed account is still recognised as the owner."""
+    from bot.github import GitHubError, NotFound
+
+    if not as_login:
+        return None
+    login = as_login.strip().lstrip("@")
+    try:
+        gh = ctx.github if ctx.installation_id else None
+        if gh is None:
+            installations = runtime.github.list_installations()
+            if not installations:
+                raise click.ClickException("the app is not installed anywhere: cannot look up --as on GitHub")
+            gh = runtime.github.for_installation(int(installations[0]["id"]))
+        return int(gh.get_user(login)["id"])
+    except NotFound:
+        raise click.ClickException(f"--as {login}: GitHub knows no such account") from None
+    except GitHubError as exc:
+        raise click.ClickException(f"--as {login}: GitHub did not answer ({exc.status}); nothing was changed") from None
+
+
 def _find_request(session: Session, ref: str) -> AccessRequest:
     """A request by id, or by `owner/repo#number`."""
     match = _ISSUE_REF.match(ref.strip())
@@ -87,12 +109,13 @@ def _report(result) -> None:
 
 
 def _decide(state, ref: str, as_login: str | None, decide) -> None:
-    """Run `decide(ctx, request, actor, source)` on request REF in one transaction (the same
-    state machine as the slash-commands), then print its outcome."""
+    """Run `decide(ctx, request, actor, source, actor_id)` on request REF in one transaction (the
+    same state machine as the slash-commands), then print its outcome."""
     actor, source = actor_and_source(as_login)
     with session_scope(state.runtime.engine) as session:
         request = _find_request(session, ref)
-        result = decide(_context(state.runtime, session, request), request, actor, source)
+        ctx = _context(state.runtime, session, request)
+        result = decide(ctx, request, actor, source, actor_id_for(state.runtime, ctx, as_login))
     _report(result)
 
 
@@ -184,8 +207,8 @@ def register(main: click.Group) -> None:
         """Approve a request: grant, comment, labels, close — as /approve does."""
         from bot import applications
 
-        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.approve(
-            ctx, request, actor, tier=tier, force=force, source=source))
+        _decide(state, ref, as_login, lambda ctx, request, actor, source, actor_id: applications.approve(
+            ctx, request, actor, tier=tier, force=force, source=source, actor_id=actor_id))
 
     @requests_group.command("reject")
     @click.argument("ref", metavar="REQUEST")
@@ -196,7 +219,7 @@ def register(main: click.Group) -> None:
         """Decline a request and close its issue as not planned."""
         from bot import applications
 
-        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.reject(
+        _decide(state, ref, as_login, lambda ctx, request, actor, source, _id: applications.reject(
             ctx, request, actor, reason, source=source))
 
     @requests_group.command("needs-info")
@@ -208,7 +231,7 @@ def register(main: click.Group) -> None:
         """Ask the applicant for changes (the issue stays open)."""
         from bot import applications
 
-        _decide(state, ref, as_login, lambda ctx, request, actor, source: applications.needs_info(
+        _decide(state, ref, as_login, lambda ctx, request, actor, source, _id: applications.needs_info(
             ctx, request, actor, message, source=source))
 
     # ---- grants -----------------------------------------------------------------------------
@@ -275,8 +298,9 @@ def register(main: click.Group) -> None:
         with session_scope(state.runtime.engine) as session:
             grant = _find_grant(session, ref)
             request = session.get(AccessRequest, grant.request_id) if grant.request_id else None
-            result = applications.change_tier(_context(state.runtime, session, request), grant, actor, tier,
-                                              source=source)
+            ctx = _context(state.runtime, session, request)
+            result = applications.change_tier(ctx, grant, actor, tier, source=source,
+                                              actor_id=actor_id_for(state.runtime, ctx, as_login))
         _report(result)
 
     @grants_group.command("revoke")
