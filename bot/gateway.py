@@ -6,7 +6,8 @@ No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway k
     client = AllowlistClient("https://beekeeper.example/v1/allowlist", os.environ["BEEKEEPER_GATEWAY_KEY"],
                              poll_interval=10)
     client.poll()          # first load; then client.start() polls every 10 s in the background
-    decision = client.check(key=api_key, origin=request.headers.get("Origin"))
+    decision = client.check(key=api_key, origin=request.headers.get("Origin"),
+                            referer=request.headers.get("Referer"))
     if not decision.allowed:
         return 403, decision.reason
     rate_limit(decision.app_id, decision.limits)
@@ -19,8 +20,9 @@ What it guarantees:
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
 * keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
-  revoked and expired keys are refused with their reason; a publishable key, a referrer name and
-  an Origin only count when the request's Origin/Referer host is one of the grant's domains —
+  revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
+  app id, matched by equality, never read as a URL) and an Origin only count when the host of the
+  request's Origin HEADER (else its Referer HEADER) is one of the grant's domains —
   exactly, or under a declared leading wildcard (`*.example.com` covers every subdomain of
   example.com, not example.com itself). Never by substring: `evil-example.com` and
   `example.com.evil.io` do not match `example.com`.
@@ -125,6 +127,96 @@ ALLOWED_ORIGIN = "origin"
 ALLOWED_REFERRER = "referrer"
 _DECISION_SLOTS = {ALLOWED_SECRET_KEY: "_secret", ALLOWED_PUBLISHABLE_KEY: "_publishable", ALLOWED_ORIGIN: "_origin",
                    ALLOWED_REFERRER: "_referrer"}
+
+# Every reason check() gives, refusals and allowances: stable strings (gateways log them, the
+# middleware answers them, other clients are held to them), and the HTTP status of each.
+HTTP_STATUS = {
+    NOT_LOADED.reason: "503 Service Unavailable", LIST_EXPIRED.reason: "503 Service Unavailable",
+    NO_CREDENTIALS.reason: "401 Unauthorized",
+    **{d.reason: "403 Forbidden" for d in (MALFORMED_KEY, UNKNOWN_KEY, KEY_REVOKED, KEY_EXPIRED, ORIGIN_REQUIRED,
+                                           ORIGIN_NOT_ALLOWED, UNKNOWN_ORIGIN, UNKNOWN_REFERRER, UNKNOWN_TIER)},
+    **dict.fromkeys((ALLOWED_SECRET_KEY, ALLOWED_PUBLISHABLE_KEY, ALLOWED_ORIGIN, ALLOWED_REFERRER), "200 OK"),
+}
+REASONS = tuple(HTTP_STATUS)
+
+
+# --------------------------------------------------------------------------------------------
+# The decision table: the single statement of check()'s rules. docs/allowlist.md shows it
+# (decision_table_markdown(), compared by a test) and tests/test_gateway_decisions.py runs every
+# row through check() and the middleware. Rows are conformance vectors for any other client.
+#
+# The grants every row is read against:
+#   shop   (domains shop.example, *.shop.example; referrer name "shop")
+#   victim (domains victim-shop.com; referrer name "victim")
+# `key`: shop's "secret" or "publishable" key; "revoked" / "expired": a revoked / expired secret
+# key; "malformed": a wrong checksum; "unknown": a valid checksum, in no grant. "": not sent.
+# --------------------------------------------------------------------------------------------
+
+
+class Row(NamedTuple):
+    key: str
+    app_id: str  # the `referrer` query value
+    origin: str  # the Origin header
+    referer: str  # the Referer header
+    grant: str | None  # the grant an allowed request counts against; None: refused
+    reason: str
+    document: str = "fresh"  # "fresh", "none" (never loaded) or "expired"
+    why: str = ""
+
+
+SHOP, SHOP_SUB, VICTIM = "https://shop.example", "https://app.shop.example", "https://victim-shop.com"
+SHOP_PAGE, VICTIM_PAGE = "https://shop.example/checkout", "https://victim-shop.com/"
+
+DECISION_TABLE: tuple[Row, ...] = (
+    Row("secret", "", "", "", None, NOT_LOADED.reason, document="none", why="fails closed"),
+    Row("secret", "", "", "", None, LIST_EXPIRED.reason, document="expired", why="fails closed"),
+    Row("", "", "", "", None, NO_CREDENTIALS.reason),
+    Row("malformed", "", SHOP, "", None, MALFORMED_KEY.reason, why="checksum first"),
+    Row("unknown", "", SHOP, "", None, UNKNOWN_KEY.reason),
+    Row("revoked", "", "", "", None, KEY_REVOKED.reason),
+    Row("expired", "", "", "", None, KEY_EXPIRED.reason),
+    Row("secret", "", "", "", "shop", ALLOWED_SECRET_KEY, why="server-side key: no origin needed"),
+    Row("secret", "", VICTIM, "", "shop", ALLOWED_SECRET_KEY, why="headers do not change a key's grant"),
+    Row("secret", "victim", "", "", "shop", ALLOWED_SECRET_KEY, why="an app id does not change a key's grant"),
+    Row("publishable", "", "", "", None, ORIGIN_REQUIRED.reason),
+    Row("publishable", "", SHOP, "", "shop", ALLOWED_PUBLISHABLE_KEY),
+    Row("publishable", "", SHOP_SUB, "", "shop", ALLOWED_PUBLISHABLE_KEY, why="under *.shop.example"),
+    Row("publishable", "", "", SHOP_PAGE, "shop", ALLOWED_PUBLISHABLE_KEY, why="Referer header when no Origin"),
+    Row("publishable", "", VICTIM, "", None, ORIGIN_NOT_ALLOWED.reason),
+    Row("publishable", "", VICTIM, SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
+    Row("publishable", "", "null", SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
+    Row("publishable", SHOP_PAGE, "", "", None, ORIGIN_REQUIRED.reason, why="the query is never a Referer"),
+    Row("publishable", "shop", "", "", None, ORIGIN_REQUIRED.reason, why="an app id proves no origin"),
+    Row("", "shop", SHOP, "", "shop", ALLOWED_REFERRER),
+    Row("", "shop", "", SHOP_PAGE, "shop", ALLOWED_REFERRER),
+    Row("", "shop", "", "", None, ORIGIN_REQUIRED.reason),
+    Row("", "shop", VICTIM, "", None, ORIGIN_NOT_ALLOWED.reason),
+    Row("", "victim", SHOP, "", None, ORIGIN_NOT_ALLOWED.reason, why="the app id's grant must serve the origin"),
+    Row("", "nobody", SHOP, "", None, UNKNOWN_REFERRER.reason),
+    Row("", "Shop", SHOP, "", None, UNKNOWN_REFERRER.reason, why="equality: no case folding"),
+    Row("", VICTIM_PAGE, "", "", None, UNKNOWN_REFERRER.reason, why="a URL is not an app id"),
+    Row("", VICTIM_PAGE, VICTIM, "", None, UNKNOWN_REFERRER.reason, why="a URL is not an app id"),
+    Row("", "", SHOP, "", "shop", ALLOWED_ORIGIN),
+    Row("", "", SHOP_SUB, "", "shop", ALLOWED_ORIGIN),
+    Row("", "", "", SHOP_PAGE, "shop", ALLOWED_ORIGIN, why="Referer header when no Origin"),
+    Row("", "", "https://evil.example", "", None, UNKNOWN_ORIGIN.reason),
+    Row("", "", "https://evil.example", SHOP_PAGE, None, UNKNOWN_ORIGIN.reason, why="Origin wins over Referer"),
+    Row("", "", "null", "", None, UNKNOWN_ORIGIN.reason),
+)
+
+
+def decision_table_markdown() -> str:
+    """DECISION_TABLE as the Markdown table docs/allowlist.md shows."""
+    def cell(value: str) -> str:
+        return f"`{value}`" if value else "—"
+
+    lines = ["| document | key | `referrer` (app id) | `Origin` header | `Referer` header | decision | HTTP | reason |"
+             " note |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in DECISION_TABLE:
+        decision = f"allow, counted for `{row.grant}`" if row.grant else "refuse"
+        lines.append(f"| {row.document} | {row.key or '—'} | {cell(row.app_id)} | {cell(row.origin)} | "
+                     f"{cell(row.referer)} | {decision} | {HTTP_STATUS[row.reason][:3]} | `{row.reason}` | {row.why} |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,18 +741,23 @@ class AllowlistClient:
 
     # -- decisions ----------------------------------------------------------------------------
 
-    def check(self, key: str | None = None, origin: str | None = None, referrer: str | None = None) -> Decision:
-        """May this request use the API, and under which grant?
+    def check(self, key: str | None = None, origin: str | None = None, referrer: str | None = None, *,
+              referer: str | None = None) -> Decision:
+        """May this request use the API, and under which grant? The rules are the decision table
+        (DECISION_TABLE, docs/allowlist.md).
 
-        `key`: the API key the request carries; `origin`: its Origin header (or its Referer URL,
-        or a bare host); `referrer`: a referrer name (an app id) the request claims — or a
-        Referer URL, whose host is then used when `origin` is missing."""
+        `key`: the API key the request carries; `origin`: its `Origin` HEADER; `referer`: its
+        `Referer` HEADER (used only when there is no Origin); `referrer`: an app id the request
+        names (e.g. a `?referrer=` query value) — a name, matched by equality against the grants'
+        referrer names, never read as a URL or a host. Only the two headers can prove where a
+        browser request came from."""
         state = self._state
         if state is None:
             return NOT_LOADED
         now = self._clock()
         if now >= state.expires:
             return LIST_EXPIRED
+        source = origin or referer  # the Origin header, else the Referer header: never the app id
         if key is not None:
             if len(key) != state.key_length:
                 return MALFORMED_KEY
@@ -672,14 +769,13 @@ class AllowlistClient:
             if entry is None:
                 return UNKNOWN_KEY
             # A remembered (key, Origin) pair is a live, never-expiring key already allowed from
-            # that Origin in this snapshot (see _Snapshot.allow_publishable).
-            return (entry.unconditional or (origin and state.publishable_hits.get((entry, origin)))
-                    or self._check_key(state, entry, now, origin, referrer))
-        if referrer is not None and "://" in referrer:
-            origin, referrer = origin or referrer, None
-        host = host_of(origin) if origin else None
-        if referrer is not None:
-            grant = state.by_name.get(referrer.strip().lower())
+            # that Origin in this snapshot (see _Snapshot.allow_publishable). A key decides alone:
+            # an app id sent with it changes nothing.
+            return (entry.unconditional or (source and state.publishable_hits.get((entry, source)))
+                    or self._check_key(state, entry, now, source))
+        host = host_of(source) if source else None
+        if referrer:
+            grant = state.by_name.get(referrer)  # by equality: an app id is a name, never a host
             if grant is None:
                 return UNKNOWN_REFERRER
             if host is None:
@@ -690,7 +786,7 @@ class AllowlistClient:
             if grant is None:
                 return UNKNOWN_ORIGIN
             return grant._origin or grant.allow(ALLOWED_ORIGIN)
-        return NO_CREDENTIALS if not origin else UNKNOWN_ORIGIN
+        return NO_CREDENTIALS if not source else UNKNOWN_ORIGIN
 
     def _digest(self, key: str) -> bytes:
         """SHA-256 of `key` when its checksum (bot.keyformat's CRC32 in base62) is right, else
@@ -706,18 +802,17 @@ class AllowlistClient:
         return digest
 
     @staticmethod
-    def _check_key(state: _Snapshot, entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
+    def _check_key(state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
             return KEY_EXPIRED
         if not entry.publishable:
             return entry.grant.allow(ALLOWED_SECRET_KEY)
-        source = origin or (referrer if referrer and "://" in referrer else None)
         host = host_of(source) if source else None
         if host is None:
             return ORIGIN_REQUIRED
-        return state.allow_publishable(entry, host, origin)
+        return state.allow_publishable(entry, host, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,8 +823,9 @@ class AllowlistClient:
 class AllowlistMiddleware:
     """Enforces the allowlist in front of any WSGI app.
 
-    The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from `Origin`
-    (else `Referer`), the referrer name from the `referrer` query parameter. Refusals answer JSON:
+    The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from the `Origin`
+    header (else the `Referer` header), an app id from the `referrer` query parameter (a name
+    only: it never stands in for the headers). Refusals answer JSON:
     401 without any credential, 403 when refused, 503 while no fresh allowlist is held (fail closed).
     An allowed request reaches the app with the Decision in `environ["beekeeper.decision"]`.
     """
@@ -742,18 +838,14 @@ class AllowlistMiddleware:
         authorization = environ.get("HTTP_AUTHORIZATION", "")
         key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
         key = key or environ.get("HTTP_X_API_KEY") or None
-        origin = environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER") or None
         names = parse_qs(environ.get("QUERY_STRING", "")).get("referrer")
-        decision = self.client.check(key=key, origin=origin, referrer=names[0] if names else None)
+        decision = self.client.check(key=key, origin=environ.get("HTTP_ORIGIN") or None,
+                                     referrer=names[0] if names else None,
+                                     referer=environ.get("HTTP_REFERER") or None)
         if decision.allowed:
             environ["beekeeper.decision"] = decision
             return self.app(environ, start_response)
-        if decision in (NOT_LOADED, LIST_EXPIRED):
-            status = "503 Service Unavailable"
-        elif decision is NO_CREDENTIALS:
-            status = "401 Unauthorized"
-        else:
-            status = "403 Forbidden"
+        status = HTTP_STATUS[decision.reason]
         body = json.dumps({"error": "forbidden" if status[0] == "4" else "unavailable",
                            "reason": decision.reason}).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
