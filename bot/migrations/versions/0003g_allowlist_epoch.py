@@ -1,0 +1,35 @@
+"""allowlist epoch: a random id in the counter row, sent in every document
+
+A gateway refuses a document whose version is lower than the highest it has seen (a rollback).
+After a database restore the version really does go down; the operator then changes the epoch
+(`beekeeper allowlist new-epoch`) and gateways accept the lower version in the new epoch, from a
+document signed by a key they trust. The existing row gets its first epoch here; a counter row
+without one gets it on first need (bot.allowlist.ensure_epoch).
+
+Revision ID: 0003g
+Revises: 0002
+Create Date: 2026-12-06 08:10:00
+"""
+import secrets
+
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel
+
+
+revision = '0003g'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('allowlist_counter', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('epoch', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
+    op.execute(sa.text("UPDATE allowlist_counter SET epoch = :epoch WHERE epoch IS NULL")
+               .bindparams(epoch=secrets.token_hex(8)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('allowlist_counter', schema=None) as batch_op:
+        batch_op.drop_column('epoch')
