@@ -124,11 +124,21 @@ def stamp_for(version: int, policy: Policy, now: datetime | None = None,
 # --------------------------------------------------------------------------------------------
 
 
+def make_epoch(after: str | None = None) -> str:
+    """A new epoch: `<start, unix seconds>.<16 random hex digits>`, starting after `after`'s
+    start (epochs are ordered by their start: a gateway never goes back to an older one)."""
+    start = int(utcnow().timestamp())
+    previous = (after or "").partition(".")[0]
+    if previous.isdigit():
+        start = max(start, int(previous) + 1)
+    return f"{start}.{secrets.token_hex(8)}"
+
+
 def current_epoch(session: Session) -> str | None:
-    """The allowlist epoch: a random id in the counter row (made by migration 0003g; None in a
-    database that never had one, itself an epoch), sent in every document. A gateway refuses a
-    version lower than the highest it has seen in the same epoch; in a new epoch (`new_epoch`)
-    it accepts it. Read from the counter row the version was read from (no extra query)."""
+    """The allowlist epoch (make_epoch; made by migration 0003g; None in a database that never
+    had one, the oldest epoch of all), sent in every document. A gateway refuses a version lower
+    than the highest it has seen in the same epoch; in a newer epoch (`new_epoch`) it accepts
+    it. Read from the counter row the version was read from (no extra query)."""
     row = session.get(AllowlistCounter, 1)
     return row.epoch if row else None
 
@@ -139,7 +149,8 @@ def new_epoch(session: Session, actor: str) -> tuple[str | None, str]:
     row = session.exec(select(AllowlistCounter).where(AllowlistCounter.id == 1).with_for_update()).first()
     if row is None:  # an empty database: the counter row comes with the first migration, but be sure
         row = AllowlistCounter(id=1, version=0)
-    old, new = row.epoch, secrets.token_hex(8)
+    old = row.epoch
+    new = make_epoch(after=old)
     row.epoch = new
     session.add(row)
     audit.record(session, actor, "allowlist.new_epoch", subject=new,

@@ -2,15 +2,16 @@
 
 A gateway refuses a document whose version is lower than the highest it has seen (a rollback).
 After a database restore the version really does go down; the operator then changes the epoch
-(`beekeeper allowlist new-epoch`) and gateways accept the lower version in the new epoch, from a
-document signed by a key they trust. The existing row gets its first epoch here; a counter row
-without one gets it on first need (bot.allowlist.ensure_epoch).
+(`beekeeper allowlist new-epoch`) and gateways accept the lower version in the newer epoch, from
+a document signed by a key they trust. An epoch is `<start seconds>.<random hex>` (ordered by its
+start); the existing row gets its first one here (a row without one is the oldest epoch).
 
 Revision ID: 0003g
 Revises: 0002
 Create Date: 2026-12-06 08:10:00
 """
 import secrets
+import time
 
 from alembic import op
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ def upgrade() -> None:
     with op.batch_alter_table('allowlist_counter', schema=None) as batch_op:
         batch_op.add_column(sa.Column('epoch', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
     op.execute(sa.text("UPDATE allowlist_counter SET epoch = :epoch WHERE epoch IS NULL")
-               .bindparams(epoch=secrets.token_hex(8)))
+               .bindparams(epoch=f"{int(time.time())}.{secrets.token_hex(8)}"))
 
 
 def downgrade() -> None:
