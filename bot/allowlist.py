@@ -135,8 +135,8 @@ def make_epoch(after: str | None = None) -> str:
 
 
 def current_epoch(session: Session) -> str | None:
-    """The allowlist epoch (make_epoch; made by migration 0003g; None in a database that never
-    had one, the oldest epoch of all), sent in every document. A gateway refuses a version lower
+    """The allowlist epoch (make_epoch; None until `new_epoch` first runs: the oldest epoch of
+    all), sent in every document. A gateway refuses a version lower
     than the highest it has seen in the same epoch; in a newer epoch (`new_epoch`) it accepts
     it. Read from the counter row the version was read from (no extra query)."""
     row = session.get(AllowlistCounter, 1)
