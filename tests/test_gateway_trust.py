@@ -168,7 +168,8 @@ def test_a_jwks_entry_that_claims_a_pinned_kid_is_judged_by_its_key(session, mak
         make_client(trusted_keys=[real["kid"]]).poll()
 
 
-def test_pinned_jwks_need_no_jwks_fetch_and_rotation_follows_pinned_thumbprints(session, make_client, bridge):
+def test_pinned_jwks_need_no_jwks_fetch_and_rotation_follows_pinned_thumbprints(session, make_client, bridge,
+                                                                                 cli_env):
     alpha = make_grant(session, "alpha")
     old = server_jwk(bridge)
     by_jwk = make_client(trusted_keys=[old])
@@ -176,15 +177,23 @@ def test_pinned_jwks_need_no_jwks_fetch_and_rotation_follows_pinned_thumbprints(
     assert by_jwk.poll() == UPDATED and not any("jwks" in r.url for r in bridge.requests)
     bridge.override = None
 
-    # The operator pins the next key before rotating: generate it, read its thumbprint, pin both.
-    new, _ = signing.rotate(session, "test")
+    # The operator prepares the next key, pins its thumbprint on the gateways, then rotates.
     session.commit()
-    both = make_client(trusted_keys=[old["kid"], new.kid])
+    prepared = beekeeper(cli_env, "signing-keys", "prepare")
+    assert prepared.exit_code == 0, prepared.output
+    next_thumbprint = prepared.output.split("thumbprint ")[1].split()[0]
+    assert "prepared: next signer" in beekeeper(cli_env, "signing-keys", "list").output
+    both = make_client(trusted_keys=[old["kid"], next_thumbprint])
     only_old = make_client(trusted_keys=[old["kid"]])
+    both.poll()
+    only_old.poll()
+    assert beekeeper(cli_env, "signing-keys", "rotate").exit_code == 0
+    assert server_jwk(bridge)["kid"] == next_thumbprint  # the prepared key signs now
     revoke_key(session, alpha.rows["secret"])
     assert both.poll() == UPDATED and both.check(key=alpha.keys["secret"]).reason == "key revoked"
     with pytest.raises(UntrustedKeyError):
         only_old.poll()
+    assert only_old.check(key=alpha.keys["secret"]).allowed  # keeps what it holds until it expires
 
 
 @pytest.mark.parametrize("bad", [[], ["not-a-thumbprint"], [{"kty": "RSA", "n": "x", "e": "AQAB"}], [42]])

@@ -3,6 +3,7 @@
     beekeeper gateways add NAME            beekeeper signing-keys generate
     beekeeper gateways list [--json]       beekeeper signing-keys rotate
     beekeeper gateways revoke NAME         beekeeper signing-keys list [--json]
+                                           beekeeper signing-keys prepare
     beekeeper allowlist export FILE        beekeeper allowlist new-epoch
 """
 
@@ -105,10 +106,24 @@ def register(main: click.Group) -> None:
             kid = key.kid
         click.echo(f"signing key {kid} {'created' if created else 'already active (rotate to replace it)'}")
 
+    @signing_keys.command("prepare")
+    @pass_state
+    def signing_keys_prepare(state) -> None:
+        """Make the next signing key now (published, not signing) so gateways can pin its
+        thumbprint before `rotate` makes it the signer."""
+        from bot import signing
+
+        with session_scope(state.runtime.engine) as session:
+            key, created = signing.prepare(session, _actor())
+            thumb = signing.thumbprint(key.public_jwk)
+        click.echo(f"next signing key: thumbprint {thumb} ({'prepared now' if created else 'already prepared'}). "
+                   "Pin it on every gateway (trusted_keys), then run `beekeeper signing-keys rotate`.")
+
     @signing_keys.command("rotate")
     @pass_state
     def signing_keys_rotate(state) -> None:
-        """Sign with a new key from now on; the old one stays published for the grace period."""
+        """Sign with the prepared key (else a new one) from now on; the old one stays published
+        for the grace period."""
         from bot import signing
 
         runtime = state.runtime
@@ -137,6 +152,7 @@ def register(main: click.Group) -> None:
             rows = session.exec(select(SigningKey).order_by(SigningKey.id.desc())).all()
             # The thumbprint is recomputed from the public key, never copied from the stored kid.
             lines = [{"thumbprint": signing.thumbprint(k.public_jwk), "kid": k.kid, "active": k.active,
+                      "prepared": signing.is_prepared(k),
                       "published": k.kid in published, "created_at": isoformat(k.created_at),
                       "retired_at": isoformat(k.retired_at),
                       "jwk": {f: v for f, v in k.public_jwk.items() if f in ("kty", "crv", "x", "kid", "use", "alg")}}
@@ -147,8 +163,13 @@ def register(main: click.Group) -> None:
         if not lines:
             click.echo("no signing key yet (beekeeper signing-keys generate)")
         for line in lines:
-            status = "active signer" if line["active"] else (
-                f"retired {line['retired_at']}, " + ("still published" if line["published"] else "no longer published"))
+            if line["active"]:
+                status = "active signer"
+            elif line["prepared"]:
+                status = "prepared: next signer, published, not signing yet"
+            else:
+                status = f"retired {line['retired_at']}, " + ("still published" if line["published"]
+                                                              else "no longer published")
             kid = "" if line["kid"] == line["thumbprint"] else f"  kid {line['kid']}"
             click.echo(f"thumbprint {line['thumbprint']}  created {line['created_at']}  {status}{kid}")
 
