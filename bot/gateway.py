@@ -172,6 +172,8 @@ class Row(NamedTuple):
     why: str = ""
 
 
+# The grants the rows are read against (app id → domains; each grant's referrer name is its app id).
+DECISION_GRANTS = {"shop": ("shop.example", "*.shop.example"), "victim": ("victim-shop.com",)}
 SHOP, SHOP_SUB, VICTIM = "https://shop.example", "https://app.shop.example", "https://victim-shop.com"
 SHOP_PAGE, VICTIM_PAGE = "https://shop.example/checkout", "https://victim-shop.com/"
 
@@ -211,6 +213,14 @@ DECISION_TABLE: tuple[Row, ...] = (
     Row("", "", "https://evil.example", SHOP_PAGE, None, UNKNOWN_ORIGIN.reason, why="Origin wins over Referer"),
     Row("", "", "null", "", None, UNKNOWN_ORIGIN.reason),
 )
+
+
+def decision_vectors() -> dict[str, Any]:
+    """The table as JSON-ready conformance vectors for another client (e.g. the JavaScript one):
+    the grants, the HTTP status of every reason, and one object per row."""
+    return {"grants": {app: list(domains) for app, domains in DECISION_GRANTS.items()},
+            "http_status": {reason: int(status[:3]) for reason, status in HTTP_STATUS.items()},
+            "rows": [row._asdict() for row in DECISION_TABLE]}
 
 
 def decision_table_markdown() -> str:

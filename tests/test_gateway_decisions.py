@@ -4,6 +4,7 @@ real app. The table is the single statement of the rules: the docs must show it 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from werkzeug.wrappers import Response
 
 from bot import keyformat
 from bot.gateway import (
+    DECISION_GRANTS,
     DECISION_TABLE,
     HTTP_STATUS,
     REASONS,
     AllowlistClient,
     AllowlistMiddleware,
     decision_table_markdown,
+    decision_vectors,
 )
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway, make_grant, revoke_key
 
@@ -31,8 +34,8 @@ def world(app, session, frozen_clock):
     """The grants the table is read against, and clients holding no / a fresh / an expired document."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         AppBridge(app, rsps)
-        shop = make_grant(session, "shop", domains=["shop.example", "*.shop.example"])
-        victim = make_grant(session, "victim", domains=["victim-shop.com"])
+        shop = make_grant(session, "shop", domains=DECISION_GRANTS["shop"])
+        victim = make_grant(session, "victim", domains=DECISION_GRANTS["victim"])
         revoked = make_grant(session, "shop-revoked", kinds=("secret",))
         expiring = make_grant(session, "shop-expiring", kinds=("secret",),
                               key_expires_at=frozen_clock.now() + timedelta(minutes=5))
@@ -115,3 +118,10 @@ def test_the_table_covers_every_refusal_and_allowance(world):
 
 def test_the_docs_show_the_table_as_the_code_has_it():
     assert decision_table_markdown() in DOCS.read_text()
+
+
+def test_the_vectors_are_the_table_as_json():
+    vectors = json.loads(json.dumps(decision_vectors()))
+    assert len(vectors["rows"]) == len(DECISION_TABLE)
+    assert vectors["rows"][0] == DECISION_TABLE[0]._asdict()
+    assert vectors["grants"]["victim"] == ["victim-shop.com"] and vectors["http_status"]["origin required"] == 403
