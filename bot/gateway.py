@@ -15,8 +15,12 @@ No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway k
 What it guarantees:
 * every document is a compact JWS verified against the JWKS (refetched once on an unknown kid),
   and its `typ` must be the allowlist's, so nothing else signed by the same key is accepted;
-* a document whose version is lower than the one held (a rollback) is refused, as is one whose
-  `expires_at` has passed; a delta must follow the version held;
+* a document whose version is lower than the highest seen in its epoch (a rollback) is refused,
+  as is one whose `expires_at` has passed; a delta must follow the version held; with
+  `state_file=` the highest version survives a restart; a newer epoch (after a database restore)
+  may start lower, an older epoch is refused;
+* with `trusted_keys=` (JWKs or RFC 7638 thumbprints) only those keys are trusted, whatever the
+  JWKS served next to the document says;
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
 * keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
@@ -195,6 +199,7 @@ DECISION_TABLE: tuple[Row, ...] = (
     Row("publishable", "", VICTIM, "", None, ORIGIN_NOT_ALLOWED.reason),
     Row("publishable", "", VICTIM, SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
     Row("publishable", "", "null", SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
+    Row("publishable", VICTIM_PAGE, "", "", None, ORIGIN_REQUIRED.reason, why="the query is never a Referer"),
     Row("publishable", SHOP_PAGE, "", "", None, ORIGIN_REQUIRED.reason, why="the query is never a Referer"),
     Row("publishable", "shop", "", "", None, ORIGIN_REQUIRED.reason, why="an app id proves no origin"),
     Row("", "shop", SHOP, "", "shop", ALLOWED_REFERRER),
