@@ -91,7 +91,8 @@ def find_candidates(text: str, prefix: str) -> list[str]:
 # A checksum is a CRC32 (< 2**32) in six base62 digits, so its first digit is 0-4
 # (5 * 62**5 > 2**32): a cheap first filter before any CRC is computed.
 _BODY_WINDOW = re.compile(rf"(?=([0-9A-Za-z]{{{RANDOM_LENGTH}}}[0-4][0-9A-Za-z]{{{CHECKSUM_LENGTH - 1}}}))")
-_NOT_KEY_CHARS = re.compile(r"[^0-9A-Za-z_]+")
+_NOT_BODY_CHARS = re.compile(r"[^0-9A-Za-z]+")
+_BASE62_VALUE = {char: value for value, char in enumerate(BASE62)}
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _WHITESPACE = re.compile(r"\s+")
 _ENTITY_OR_ESCAPE = re.compile(r"&#?[0-9A-Za-z]+;?|%[0-9A-Fa-f]{2}")
@@ -115,19 +116,28 @@ def normalise_for_scan(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
-def _bodies_in(stream: str, prefix: str, found: dict[str, None]) -> None:
+def _bodies_in(text: str, prefix: str, found: dict[str, None]) -> None:
     """Every key of `prefix` whose checksum-verified 36-character body (30 random characters and
-    the checksum) occurs in `stream`, with or without its `<prefix>_<kind>_` in front: the body
-    alone identifies the key (the kind is the one whose checksum verifies)."""
-    for segment in stream.split("_"):
-        if len(segment) < RANDOM_LENGTH + CHECKSUM_LENGTH:
+    the checksum) occurs in `text` once everything but `0-9A-Za-z` is removed (what was split by
+    lines, spaces, quote markers, hyphens or underscores is joined again; a key written plainly
+    is still a run of it), with or without its `<prefix>_<kind>_` in front: the body alone
+    identifies the key (the kind is the one whose checksum verifies)."""
+    stream = _NOT_BODY_CHARS.sub("", text)
+    if len(stream) < RANDOM_LENGTH + CHECKSUM_LENGTH:
+        return
+    # CRC32 of `<prefix>_<kind>_` once; each window continues it over its random part.
+    starts = [(kind, zlib.crc32(f"{prefix}_{kind}_".encode())) for kind in KINDS]
+    digit = _BASE62_VALUE
+    for window in _BODY_WINDOW.findall(stream):
+        expected = 0
+        for char in window[RANDOM_LENGTH:]:
+            expected = expected * 62 + digit[char]
+        if expected > 0xFFFFFFFF:
             continue
-        for window in _BODY_WINDOW.findall(segment):
-            random_part, check = window[:RANDOM_LENGTH], window[RANDOM_LENGTH:]
-            for kind in KINDS:
-                body = f"{prefix}_{kind}_{random_part}"
-                if checksum(body) == check:
-                    found[body + check] = None
+        random_part = window[:RANDOM_LENGTH].encode()
+        for kind, start in starts:
+            if zlib.crc32(random_part, start) == expected:
+                found[f"{prefix}_{kind}_{window}"] = None
 
 
 def find_keys(text: str | None, prefix: str) -> list[str]:
@@ -141,9 +151,7 @@ def find_keys(text: str | None, prefix: str) -> list[str]:
         return []
     found: dict[str, None] = {}
     normal = normalise_for_scan(text)
-    # Everything that cannot be part of a key removed: what was split (lines, spaces, quote
-    # markers, hyphens) is joined again. A key in the plain text is still a run of this stream.
-    _bodies_in(_NOT_KEY_CHARS.sub("", normal), prefix, found)
+    _bodies_in(normal, prefix, found)
     import base64
     import binascii
 
@@ -156,5 +164,5 @@ def find_keys(text: str | None, prefix: str) -> list[str]:
                 decoded = base64.b64decode(part + "=" * (-len(part) % 4)).decode("latin-1")
             except (binascii.Error, ValueError):
                 continue
-            _bodies_in(_NOT_KEY_CHARS.sub("", normalise_for_scan(decoded)), prefix, found)
+            _bodies_in(decoded, prefix, found)
     return list(found)

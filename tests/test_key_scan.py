@@ -28,6 +28,7 @@ FORMS = {
     "split in a quote": lambda k: f"> {k[:20]}\n> {k[20:]}",
     "split by spaces": lambda k: " ".join(k[i:i + 7] for i in range(0, len(k), 7)),
     "split with a hyphen": lambda k: f"{k[:25]}-\n{k[25:]}",
+    "underscores inserted": lambda k: "_".join(k[i:i + 6] for i in range(0, len(k), 6)),
     "hex entities": _entities,
     "decimal entities": lambda k: "".join(f"&#{ord(c)};" for c in k),
     "double-encoded entity": lambda k: "&amp;#x62;" + k[1:],
