@@ -636,6 +636,8 @@ class AllowlistClient:
         self._keys: dict[str, jwt.PyJWK] = {**self._parse_jwks(jwks), **self._anchors} if jwks is not None \
             else dict(self._anchors)
         self._state_file = Path(state_file) if state_file is not None else None
+        if self._state_file is not None and not self._state_file.parent.is_dir():
+            raise ValueError(f"state_file {self._state_file}: its folder does not exist")
         self._high = self._load_high_water() if self._state_file is not None else _HighWater()
         self._state: _Snapshot | None = None
         self.key_cache_size = key_cache_size

@@ -239,6 +239,11 @@ def test_an_unreadable_state_file_is_a_clear_error(tmp_path, content):
         AllowlistClient(ALLOWLIST_URL, state_file=state)
 
 
+def test_a_state_file_in_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="folder does not exist"):
+        AllowlistClient(ALLOWLIST_URL, state_file=tmp_path / "nowhere" / "state.json")
+
+
 # --- the epoch: a deliberate version reset ---------------------------------------------------------
 
 
