@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from bot import gateways, signing, versioning
+from bot import audit, gateways, signing, versioning
 from bot.clock import isoformat, utcnow
 from bot.config import Policy
 from bot.db import is_sqlite
@@ -94,9 +95,12 @@ class Stamp:
     version: int
     fingerprint: str
     window: int  # epoch seconds at which the current half-TTL window began
+    epoch: str | None = None  # the allowlist epoch (see ensure_epoch)
 
     def etag(self, *, signed_by: str | None = None, gzipped: bool = False) -> str:
         tag = f"{self.version}-{self.fingerprint}-{self.window:x}"
+        if self.epoch:
+            tag += f"-e{self.epoch[:8]}"
         if signed_by:
             tag += f"-jws-{signed_by[:12]}"
         if gzipped:
@@ -110,9 +114,49 @@ def window_start(now: datetime, ttl_seconds: int) -> int:
 
 
 def stamp_for(version: int, policy: Policy, now: datetime | None = None,
-              fingerprint: str | None = None) -> Stamp:
+              fingerprint: str | None = None, epoch: str | None = None) -> Stamp:
     return Stamp(version, fingerprint or policy_fingerprint(policy),
-                 window_start(now or utcnow(), policy.allowlist.ttl_seconds))
+                 window_start(now or utcnow(), policy.allowlist.ttl_seconds), epoch)
+
+
+# --------------------------------------------------------------------------------------------
+# The epoch: lets gateways accept a deliberate version reset (a database restore)
+# --------------------------------------------------------------------------------------------
+
+
+def make_epoch(after: str | None = None) -> str:
+    """A new epoch: `<start, unix seconds>.<16 random hex digits>`, starting after `after`'s
+    start (epochs are ordered by their start: a gateway never goes back to an older one)."""
+    start = int(utcnow().timestamp())
+    previous = (after or "").partition(".")[0]
+    if previous.isdigit():
+        start = max(start, int(previous) + 1)
+    return f"{start}.{secrets.token_hex(8)}"
+
+
+def current_epoch(session: Session) -> str | None:
+    """The allowlist epoch (make_epoch; None until `new_epoch` first runs: the oldest epoch of
+    all), sent in every document. A gateway refuses a version lower
+    than the highest it has seen in the same epoch; in a newer epoch (`new_epoch`) it accepts
+    it. Read from the counter row the version was read from (no extra query)."""
+    row = session.get(AllowlistCounter, 1)
+    return row.epoch if row else None
+
+
+def new_epoch(session: Session, actor: str) -> tuple[str | None, str]:
+    """`beekeeper allowlist new-epoch`: after restoring a backup (the version went down), start a
+    new epoch so gateways accept the restored, lower version. Returns (old, new)."""
+    row = session.exec(select(AllowlistCounter).where(AllowlistCounter.id == 1).with_for_update()).first()
+    if row is None:  # an empty database: the counter row comes with the first migration, but be sure
+        row = AllowlistCounter(id=1, version=0)
+    old = row.epoch
+    new = make_epoch(after=old)
+    row.epoch = new
+    session.add(row)
+    audit.record(session, actor, "allowlist.new_epoch", subject=new,
+                 details={"previous": old, "version": versioning.current_version(session)})
+    session.flush()
+    return old, new
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -178,8 +222,11 @@ def _grant_entries(session: Session, grant_ids) -> tuple[list[dict[str, Any]], l
 
 
 def _header(stamp: Stamp, policy: Policy, generated: datetime, expires: datetime) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "version": stamp.version, "generated_at": isoformat(generated),
-            "expires_at": isoformat(expires), "key_prefix": policy.keys.prefix, "tiers": tiers_section(policy)}
+    header = {"schema": SCHEMA_VERSION, "version": stamp.version, "generated_at": isoformat(generated),
+              "expires_at": isoformat(expires), "key_prefix": policy.keys.prefix, "tiers": tiers_section(policy)}
+    if stamp.epoch:
+        header["epoch"] = stamp.epoch
+    return header
 
 
 def _serialise(document: dict[str, Any]) -> bytes:
@@ -189,7 +236,7 @@ def _serialise(document: dict[str, Any]) -> bytes:
 def build_full(session: Session, policy: Policy, now: datetime | None = None) -> tuple[Stamp, bytes]:
     """The whole allowlist: every active grant. Returns its stamp and its JSON bytes."""
     _snapshot(session)
-    stamp = stamp_for(versioning.current_version(session), policy, now)
+    stamp = stamp_for(versioning.current_version(session), policy, now, epoch=current_epoch(session))
     generated, expires = _times(session, stamp, policy.allowlist.ttl_seconds)
     active_ids = select(Grant.id).where(Grant.status == GrantStatus.ACTIVE)
     grants, _ = _grant_entries(session, active_ids)
@@ -216,7 +263,7 @@ def build_delta(session: Session, policy: Policy, since: int, now: datetime | No
     if since < oldest:
         raise DeltaUnavailable(f"since={since} is older than the change history kept (oldest answerable since is "
                                f"{oldest}): pull the full list", version=version, oldest_since=oldest)
-    stamp = stamp_for(version, policy, now)
+    stamp = stamp_for(version, policy, now, epoch=current_epoch(session))
     generated, expires = _times(session, stamp, policy.allowlist.ttl_seconds)
     changed_ids = (select(AllowlistChange.grant_id)
                    .where(AllowlistChange.version > since, AllowlistChange.version <= version).distinct())
@@ -226,7 +273,8 @@ def build_delta(session: Session, policy: Policy, since: int, now: datetime | No
 
 
 def current_stamp(session: Session, policy: Policy, fingerprint: str | None = None) -> Stamp:
-    return stamp_for(versioning.current_version(session), policy, fingerprint=fingerprint)
+    return stamp_for(versioning.current_version(session), policy, fingerprint=fingerprint,
+                     epoch=current_epoch(session))
 
 
 def export_signed(session: Session, policy: Policy) -> tuple[Stamp, bytes]:
@@ -355,14 +403,15 @@ def _wants_jose() -> bool:
     return request.accept_mimetypes.best_match([MEDIA_JSON, MEDIA_JOSE], default=MEDIA_JSON) == MEDIA_JOSE
 
 
-def _authenticate(engine, digest: str) -> tuple[int, str, int, str | None] | None:
-    """(gateway id, name, current version, signer kid) in one query, or None for a bad credential."""
+def _authenticate(engine, digest: str) -> tuple[int, str, int, str | None, str | None] | None:
+    """(gateway id, name, current version, signer kid, epoch) in one query, or None for a bad credential."""
     version = select(AllowlistCounter.version).where(AllowlistCounter.id == 1).scalar_subquery()
+    epoch = select(AllowlistCounter.epoch).where(AllowlistCounter.id == 1).scalar_subquery()
     kid = (select(SigningKey.kid).where(SigningKey.active == True)  # noqa: E712
            .order_by(SigningKey.id.desc()).limit(1).scalar_subquery())
     with Session(engine) as session:
         row = session.execute(
-            select(Gateway.id, Gateway.name, version, kid)
+            select(Gateway.id, Gateway.name, version, kid, epoch)
             .where(Gateway.sha256 == digest, Gateway.revoked_at == None)  # noqa: E711
         ).first()
     return tuple(row) if row else None
@@ -420,12 +469,12 @@ def _serve(signed: bool) -> Response:
     found = _authenticate(engine, digest)
     if found is None:
         return _unauthorized("unknown or revoked gateway credential")
-    gateway_id, gateway_name, version, kid = found
+    gateway_id, gateway_name, version, kid, epoch = found
     if signed and kid is None:
         kid = _ensure_kid(engine)
     kid = kid if signed else None
     gzipped = request.accept_encodings["gzip"] > 0
-    stamp = stamp_for(version or 0, policy, fingerprint=state.fingerprint)
+    stamp = stamp_for(version or 0, policy, fingerprint=state.fingerprint, epoch=epoch)
     etag = stamp.etag(signed_by=kid, gzipped=gzipped)
     if request.if_none_match.contains_weak(etag.strip('"')):
         # The gateway holds this very stamp: no document is built or even looked up.

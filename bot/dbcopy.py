@@ -29,7 +29,7 @@ from bot.config import normalize_database_url
 from bot.db import is_sqlite, make_engine
 
 # Rows the initial migration inserts itself: present in a freshly migrated, "empty" database.
-SEEDED_ROWS = {"allowlist_counter": [{"id": 1, "version": 0}]}
+SEEDED_ROWS = {"allowlist_counter": [{"id": 1, "version": 0, "epoch": None}]}  # epoch: migration 0003g
 
 
 class CopyError(Exception):

@@ -6,7 +6,8 @@ No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway k
     client = AllowlistClient("https://beekeeper.example/v1/allowlist", os.environ["BEEKEEPER_GATEWAY_KEY"],
                              poll_interval=10)
     client.poll()          # first load; then client.start() polls every 10 s in the background
-    decision = client.check(key=api_key, origin=request.headers.get("Origin"))
+    decision = client.check(key=api_key, origin=request.headers.get("Origin"),
+                            referer=request.headers.get("Referer"))
     if not decision.allowed:
         return 403, decision.reason
     rate_limit(decision.app_id, decision.limits)
@@ -14,13 +15,18 @@ No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway k
 What it guarantees:
 * every document is a compact JWS verified against the JWKS (refetched once on an unknown kid),
   and its `typ` must be the allowlist's, so nothing else signed by the same key is accepted;
-* a document whose version is lower than the one held (a rollback) is refused, as is one whose
-  `expires_at` has passed; a delta must follow the version held;
+* a document whose version is lower than the highest seen in its epoch (a rollback) is refused,
+  as is one whose `expires_at` has passed; a delta must follow the version held; with
+  `state_file=` the highest version survives a restart; a newer epoch (after a database restore)
+  may start lower, an older epoch is refused;
+* with `trusted_keys=` (JWKs or RFC 7638 thumbprints) only those keys are trusted, whatever the
+  JWKS served next to the document says;
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
 * keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
-  revoked and expired keys are refused with their reason; a publishable key, a referrer name and
-  an Origin only count when the request's Origin/Referer host is one of the grant's domains —
+  revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
+  app id, matched by equality, never read as a URL) and an Origin only count when the host of the
+  request's Origin HEADER (else its Referer HEADER) is one of the grant's domains —
   exactly, or under a declared leading wildcard (`*.example.com` covers every subdomain of
   example.com, not example.com itself). Never by substring: `evil-example.com` and
   `example.com.evil.io` do not match `example.com`.
@@ -35,7 +41,9 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 import threading
 import time
 import zlib
@@ -43,6 +51,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urljoin
@@ -87,7 +96,12 @@ class DocumentError(AllowlistError):
 
 
 class RollbackError(AllowlistError):
-    """The document's version is lower than the one held."""
+    """The document's version is lower than the highest seen in its epoch (held, or kept in the
+    state file across restarts), or it belongs to an epoch that was replaced."""
+
+
+class UntrustedKeyError(SignatureError):
+    """Signed by a key that is not one of the pinned `trusted_keys`, or the JWKS holds none of them."""
 
 
 class ExpiredDocumentError(AllowlistError):
@@ -125,6 +139,107 @@ ALLOWED_ORIGIN = "origin"
 ALLOWED_REFERRER = "referrer"
 _DECISION_SLOTS = {ALLOWED_SECRET_KEY: "_secret", ALLOWED_PUBLISHABLE_KEY: "_publishable", ALLOWED_ORIGIN: "_origin",
                    ALLOWED_REFERRER: "_referrer"}
+
+# Every reason check() gives, refusals and allowances: stable strings (gateways log them, the
+# middleware answers them, other clients are held to them), and the HTTP status of each.
+HTTP_STATUS = {
+    NOT_LOADED.reason: "503 Service Unavailable", LIST_EXPIRED.reason: "503 Service Unavailable",
+    NO_CREDENTIALS.reason: "401 Unauthorized",
+    **{d.reason: "403 Forbidden" for d in (MALFORMED_KEY, UNKNOWN_KEY, KEY_REVOKED, KEY_EXPIRED, ORIGIN_REQUIRED,
+                                           ORIGIN_NOT_ALLOWED, UNKNOWN_ORIGIN, UNKNOWN_REFERRER, UNKNOWN_TIER)},
+    **dict.fromkeys((ALLOWED_SECRET_KEY, ALLOWED_PUBLISHABLE_KEY, ALLOWED_ORIGIN, ALLOWED_REFERRER), "200 OK"),
+}
+REASONS = tuple(HTTP_STATUS)
+
+
+# --------------------------------------------------------------------------------------------
+# The decision table: the single statement of check()'s rules. docs/allowlist.md shows it
+# (decision_table_markdown(), compared by a test) and tests/test_gateway_decisions.py runs every
+# row through check() and the middleware. Rows are conformance vectors for any other client.
+#
+# The grants every row is read against:
+#   shop   (domains shop.example, *.shop.example; referrer name "shop")
+#   victim (domains victim-shop.com; referrer name "victim")
+# `key`: shop's "secret" or "publishable" key; "revoked" / "expired": a revoked / expired secret
+# key; "malformed": a wrong checksum; "unknown": a valid checksum, in no grant. "": not sent.
+# --------------------------------------------------------------------------------------------
+
+
+class Row(NamedTuple):
+    key: str
+    app_id: str  # the `referrer` query value
+    origin: str  # the Origin header
+    referer: str  # the Referer header
+    grant: str | None  # the grant an allowed request counts against; None: refused
+    reason: str
+    document: str = "fresh"  # "fresh", "none" (never loaded) or "expired"
+    why: str = ""
+
+
+# The grants the rows are read against (app id → domains; each grant's referrer name is its app id).
+DECISION_GRANTS = {"shop": ("shop.example", "*.shop.example"), "victim": ("victim-shop.com",)}
+SHOP, SHOP_SUB, VICTIM = "https://shop.example", "https://app.shop.example", "https://victim-shop.com"
+SHOP_PAGE, VICTIM_PAGE = "https://shop.example/checkout", "https://victim-shop.com/"
+
+DECISION_TABLE: tuple[Row, ...] = (
+    Row("secret", "", "", "", None, NOT_LOADED.reason, document="none", why="fails closed"),
+    Row("secret", "", "", "", None, LIST_EXPIRED.reason, document="expired", why="fails closed"),
+    Row("", "", "", "", None, NO_CREDENTIALS.reason),
+    Row("malformed", "", SHOP, "", None, MALFORMED_KEY.reason, why="checksum first"),
+    Row("unknown", "", SHOP, "", None, UNKNOWN_KEY.reason),
+    Row("revoked", "", "", "", None, KEY_REVOKED.reason),
+    Row("expired", "", "", "", None, KEY_EXPIRED.reason),
+    Row("secret", "", "", "", "shop", ALLOWED_SECRET_KEY, why="server-side key: no origin needed"),
+    Row("secret", "", VICTIM, "", "shop", ALLOWED_SECRET_KEY, why="headers do not change a key's grant"),
+    Row("secret", "victim", "", "", "shop", ALLOWED_SECRET_KEY, why="an app id does not change a key's grant"),
+    Row("publishable", "", "", "", None, ORIGIN_REQUIRED.reason),
+    Row("publishable", "", SHOP, "", "shop", ALLOWED_PUBLISHABLE_KEY),
+    Row("publishable", "", SHOP_SUB, "", "shop", ALLOWED_PUBLISHABLE_KEY, why="under *.shop.example"),
+    Row("publishable", "", "", SHOP_PAGE, "shop", ALLOWED_PUBLISHABLE_KEY, why="Referer header when no Origin"),
+    Row("publishable", "", VICTIM, "", None, ORIGIN_NOT_ALLOWED.reason),
+    Row("publishable", "", VICTIM, SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
+    Row("publishable", "", "null", SHOP_PAGE, None, ORIGIN_NOT_ALLOWED.reason, why="Origin wins over Referer"),
+    Row("publishable", VICTIM_PAGE, "", "", None, ORIGIN_REQUIRED.reason, why="the query is never a Referer"),
+    Row("publishable", SHOP_PAGE, "", "", None, ORIGIN_REQUIRED.reason, why="the query is never a Referer"),
+    Row("publishable", "shop", "", "", None, ORIGIN_REQUIRED.reason, why="an app id proves no origin"),
+    Row("", "shop", SHOP, "", "shop", ALLOWED_REFERRER),
+    Row("", "shop", "", SHOP_PAGE, "shop", ALLOWED_REFERRER),
+    Row("", "shop", "", "", None, ORIGIN_REQUIRED.reason),
+    Row("", "shop", VICTIM, "", None, ORIGIN_NOT_ALLOWED.reason),
+    Row("", "victim", SHOP, "", None, ORIGIN_NOT_ALLOWED.reason, why="the app id's grant must serve the origin"),
+    Row("", "nobody", SHOP, "", None, UNKNOWN_REFERRER.reason),
+    Row("", "Shop", SHOP, "", None, UNKNOWN_REFERRER.reason, why="equality: no case folding"),
+    Row("", VICTIM_PAGE, "", "", None, UNKNOWN_REFERRER.reason, why="a URL is not an app id"),
+    Row("", VICTIM_PAGE, VICTIM, "", None, UNKNOWN_REFERRER.reason, why="a URL is not an app id"),
+    Row("", "", SHOP, "", "shop", ALLOWED_ORIGIN),
+    Row("", "", SHOP_SUB, "", "shop", ALLOWED_ORIGIN),
+    Row("", "", "", SHOP_PAGE, "shop", ALLOWED_ORIGIN, why="Referer header when no Origin"),
+    Row("", "", "https://evil.example", "", None, UNKNOWN_ORIGIN.reason),
+    Row("", "", "https://evil.example", SHOP_PAGE, None, UNKNOWN_ORIGIN.reason, why="Origin wins over Referer"),
+    Row("", "", "null", "", None, UNKNOWN_ORIGIN.reason),
+)
+
+
+def decision_vectors() -> dict[str, Any]:
+    """The table as JSON-ready conformance vectors for another client (e.g. the JavaScript one):
+    the grants, the HTTP status of every reason, and one object per row."""
+    return {"grants": {app: list(domains) for app, domains in DECISION_GRANTS.items()},
+            "http_status": {reason: int(status[:3]) for reason, status in HTTP_STATUS.items()},
+            "rows": [row._asdict() for row in DECISION_TABLE]}
+
+
+def decision_table_markdown() -> str:
+    """DECISION_TABLE as the Markdown table docs/allowlist.md shows."""
+    def cell(value: str) -> str:
+        return f"`{value}`" if value else "—"
+
+    lines = ["| document | key | `referrer` (app id) | `Origin` header | `Referer` header | decision | HTTP | reason |"
+             " note |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in DECISION_TABLE:
+        decision = f"allow, counted for `{row.grant}`" if row.grant else "refuse"
+        lines.append(f"| {row.document} | {row.key or '—'} | {cell(row.app_id)} | {cell(row.origin)} | "
+                     f"{cell(row.referer)} | {decision} | {HTTP_STATUS[row.reason][:3]} | `{row.reason}` | {row.why} |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,12 +409,13 @@ class _Snapshot:
     snapshot); only `wildcard_hits` and `publishable_hits`, memos of this snapshot's own
     answers, fill up."""
 
-    __slots__ = ("version", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
+    __slots__ = ("version", "epoch", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
                  "by_host", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
                  "publishable_hits")
 
     def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
         self.version = doc["version"]
+        self.epoch = doc.get("epoch")
         self.expires = _timestamp(doc["expires_at"])
         self.generated = _timestamp(doc["generated_at"])
         self.prefix = doc["key_prefix"]
@@ -407,6 +523,40 @@ class _Snapshot:
         return None
 
 
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 thumbprint of an Ed25519 (OKP) public JWK: base64url SHA-256 of its required
+    members in canonical JSON. What `beekeeper signing-keys list` prints and the bot uses as kid."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" \
+            or not isinstance(jwk.get("x"), str):
+        raise ValueError("not an Ed25519 public JWK (kty OKP, crv Ed25519, x)")
+    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"),
+                           sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+_THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
+STATE_RETIRED_EPOCHS_MAX = 32  # replaced epochs a state file remembers (documents of these are refused)
+
+
+def _epoch_start(epoch: str | None) -> int | None:
+    """When an epoch began (the bot writes `<unix seconds>.<random>`); 0 for no epoch (the oldest);
+    None for an epoch of another form (then documents are ordered by generated_at instead)."""
+    if epoch is None:
+        return 0
+    start, dot, _ = epoch.partition(".")
+    return int(start) if dot and start.isdigit() and len(start) <= 12 else None
+
+
+class _HighWater(NamedTuple):
+    """The newest the client has accepted: the epoch, the highest version in it, the newest
+    `generated_at` (seconds), and the epochs replaced before it. Kept in the state file."""
+
+    epoch: str | None = None
+    version: int | None = None
+    generated: float | None = None
+    retired: tuple[str | None, ...] = ()
+
+
 # The checksum check, written for speed: the CRC32 of the key without its checksum, in base62 as
 # bot.keyformat writes it (6 digits = three pairs), compared with the key's last 6 bytes.
 _PAIRS = [(a + b).encode() for a in keyformat.BASE62 for b in keyformat.BASE62]
@@ -432,14 +582,23 @@ class AllowlistClient:
     def __init__(self, url: str, gateway_key: str | None = None, *, jwks_url: str | None = None,
                  jwks: dict[str, Any] | None = None, poll_interval: float = 30.0,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 30.0, key_cache_size: int = 65_536):
+                 timeout: float = 30.0, key_cache_size: int = 65_536,
+                 trusted_keys: Iterable[dict[str, Any] | str] | None = None,
+                 state_file: str | os.PathLike | None = None):
         """`url`: the bot's /v1/allowlist (or a published copy of the signed document);
         `gateway_key`: the `<prefix>_gw_…` credential (None for a published copy);
         `jwks_url`: default `/.well-known/jwks.json` on the same host; `jwks`: pinned keys instead;
         `clock`: seconds since the epoch (injectable for tests);
         `key_cache_size`: how many keys' verified digests to remember (0: none). A gateway sees
         the same keys again and again; remembering a key's digest skips the checksum and the
-        SHA-256 on its next request (about 12 MiB when full; the memo starts afresh then)."""
+        SHA-256 on its next request (about 12 MiB when full; the memo starts afresh then);
+        `trusted_keys`: the trust anchors — public JWKs (dicts) or their RFC 7638 thumbprints
+        (`beekeeper signing-keys list`). Only documents signed by one of them are accepted; keys
+        from the JWKS are used only when their thumbprint (computed here, not their kid) is
+        pinned, and a JWKS holding none of them is refused. Without it, every key of the JWKS
+        fetched from `jwks_url` is trusted (or of `jwks`, when given);
+        `state_file`: a file (written atomically, mode 0600) where the highest version and the
+        epoch seen are kept across restarts, so a restarted gateway still refuses a rollback."""
         if key_cache_size < 0:
             raise ValueError("key_cache_size must be 0 or more")
         if gateway_key is not None and not keyformat.is_valid(gateway_key, kind="gw"):
@@ -451,8 +610,35 @@ class AllowlistClient:
         self._gateway_key = gateway_key
         self._http = session or requests.Session()
         self._clock = clock
+        self._trusted: frozenset[str] | None = None
+        self._anchors: dict[str, jwt.PyJWK] = {}  # pinned full JWKs: usable without any JWKS
+        if trusted_keys is not None:
+            if isinstance(trusted_keys, (str, dict)):
+                trusted_keys = [trusted_keys]
+            prints = set()
+            for anchor in trusted_keys:
+                if isinstance(anchor, dict):
+                    thumb = jwk_thumbprint(anchor)
+                    key = jwt.PyJWK({f: anchor[f] for f in ("kty", "crv", "x")}, algorithm="EdDSA")
+                    self._anchors[thumb] = key  # the bot's kid is the thumbprint
+                    if isinstance(anchor.get("kid"), str):
+                        self._anchors[anchor["kid"]] = key
+                elif isinstance(anchor, str) and _THUMBPRINT.fullmatch(anchor.strip()):
+                    thumb = anchor.strip()
+                else:
+                    raise ValueError(f"trusted_keys: {anchor!r:.60} is neither an Ed25519 JWK nor an RFC 7638 "
+                                     "thumbprint (43 base64url characters; `beekeeper signing-keys list`)")
+                prints.add(thumb)
+            if not prints:
+                raise ValueError("trusted_keys is empty: pin at least one signing key")
+            self._trusted = frozenset(prints)
         self._pinned = jwks is not None
-        self._keys: dict[str, jwt.PyJWK] = self._parse_jwks(jwks) if jwks is not None else {}
+        self._keys: dict[str, jwt.PyJWK] = {**self._parse_jwks(jwks), **self._anchors} if jwks is not None \
+            else dict(self._anchors)
+        self._state_file = Path(state_file) if state_file is not None else None
+        if self._state_file is not None and not self._state_file.parent.is_dir():
+            raise ValueError(f"state_file {self._state_file}: its folder does not exist")
+        self._high = self._load_high_water() if self._state_file is not None else _HighWater()
         self._state: _Snapshot | None = None
         self.key_cache_size = key_cache_size
         self._digests: dict[str, bytes] = {}  # key → its checksum-verified SHA-256 (see _digest)
@@ -468,6 +654,10 @@ class AllowlistClient:
     @property
     def version(self) -> int | None:
         return self._state.version if self._state else None
+
+    @property
+    def epoch(self) -> str | None:
+        return self._state.epoch if self._state else None
 
     @property
     def expires_at(self) -> float | None:
@@ -504,15 +694,24 @@ class AllowlistClient:
             response = self._get_document(since=None, etag=None)
         if response.status_code == 304:
             return NOT_MODIFIED
-        if response.status_code == 401:
-            raise AuthError("the bot refused the gateway credential (401)")
-        if response.status_code != 200:
-            raise FetchError(f"GET {self.url} answered {response.status_code}")
+        self._raise_for_status(response)
         doc = self._verify(response.content.strip())
+        if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
+            # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
+            log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch, doc.get("epoch"))
+            response = self._get_document(since=None, etag=None)
+            self._raise_for_status(response)
+            doc = self._verify(response.content.strip())
         if self._apply(doc):
             self._etag = response.headers.get("ETag")
             return UPDATED
         return NOT_MODIFIED
+
+    def _raise_for_status(self, response: requests.Response) -> None:
+        if response.status_code == 401:
+            raise AuthError("the bot refused the gateway credential (401)")
+        if response.status_code != 200:
+            raise FetchError(f"GET {self.url} answered {response.status_code}")
 
     def _get_document(self, since: int | None, etag: str | None) -> requests.Response:
         headers = {"Accept": "application/jose"}
@@ -529,21 +728,22 @@ class AllowlistClient:
     def _apply(self, doc: dict[str, Any]) -> bool:
         """Make `doc` the held allowlist if it may be; False when it adds nothing."""
         try:
-            version, since = doc["version"], doc.get("since")
-            expires = _timestamp(doc["expires_at"])
-        except (KeyError, TypeError, ValueError) as exc:
+            version, since, epoch = doc["version"], doc.get("since"), doc.get("epoch")
+            expires, generated = _timestamp(doc["expires_at"]), _timestamp(doc["generated_at"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
         if not isinstance(version, int) or (since is not None and not isinstance(since, int)):
             raise DocumentError("malformed allowlist: version and since must be integers")
+        if epoch is not None and not isinstance(epoch, str):
+            raise DocumentError("malformed allowlist: epoch must be a string")
         if expires <= self._clock():
             raise ExpiredDocumentError(f"allowlist version {version} expired at {doc['expires_at']}")
+        self._check_high_water(version, epoch, generated)
         held = self._state
         if held is not None:
-            if version < held.version:
-                raise RollbackError(f"allowlist version {version} is older than the version held ({held.version})")
-            if since is not None and since > held.version:
+            if since is not None and (since > held.version or epoch != held.epoch):
                 raise DocumentError(f"delta since {since} does not follow the version held ({held.version})")
-            if version == held.version and expires <= held.expires:
+            if epoch == held.epoch and version == held.version and expires <= held.expires:
                 return False  # the same version, no fresher: keep what we have
         elif since is not None:
             raise DocumentError("a delta arrived but no full allowlist is held")
@@ -553,17 +753,107 @@ class AllowlistClient:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
         self._state = state  # one assignment: check() sees the old or the new snapshot, whole
+        self._raise_high_water(version, epoch, generated)
         log.info("allowlist: version %s loaded (%d grants, expires %s)", version, len(state.grants),
                  doc["expires_at"])
         return True
 
+    # -- rollback protection across restarts and epochs -----------------------------------------
+
+    def _check_high_water(self, version: int, epoch: str | None, generated: float) -> None:
+        """Refuse a version below the highest seen in its epoch, and a document of an epoch that
+        was replaced. A new epoch (a restore, `beekeeper allowlist new-epoch`) may start lower,
+        if its document is no older than the newest seen: the document has verified against a
+        trusted key (pinned ones when `trusted_keys` is given), and a replayed old document of
+        an epoch this client never saw is older than what it holds."""
+        high = self._high
+        if high.version is None:
+            return
+        if epoch == high.epoch:
+            if version < high.version:
+                raise RollbackError(f"allowlist version {version} is older than the highest seen ({high.version}"
+                                    f"{', kept in ' + str(self._state_file) if self._state_file else ''})")
+            return
+        if epoch in high.retired:
+            raise RollbackError(f"allowlist epoch {epoch!r} was replaced; refusing its version {version}")
+        new_start, held_start = _epoch_start(epoch), _epoch_start(high.epoch)
+        if new_start is not None and held_start is not None:
+            if new_start <= held_start:  # an older epoch: a replayed document from before a restore
+                raise RollbackError(f"allowlist epoch {epoch!r} is older than the epoch held ({high.epoch!r})")
+        elif high.generated is not None and generated < high.generated:  # epochs of another format
+            raise RollbackError(f"allowlist version {version} of a new epoch {epoch!r} is older than the newest "
+                                "document seen")
+
+    def _raise_high_water(self, version: int, epoch: str | None, generated: float) -> None:
+        high = self._high
+        if high.version is not None and epoch == high.epoch:
+            if version <= high.version and (high.generated or 0) >= generated:
+                return
+            new = high._replace(version=max(version, high.version), generated=max(generated, high.generated or 0))
+        else:
+            if high.version is not None:
+                log.warning("allowlist: new epoch %r (was %r): version %s accepted (highest before: %s)",
+                            epoch, high.epoch, version, high.version)
+            retired = (high.retired + (high.epoch,))[-STATE_RETIRED_EPOCHS_MAX:] if high.version is not None \
+                else high.retired
+            new = _HighWater(epoch, version, generated, tuple(dict.fromkeys(retired)))
+        self._high = new
+        if self._state_file is not None and (new.version, new.epoch) != (high.version, high.epoch):
+            self._save_high_water(new)
+
+    def _load_high_water(self) -> _HighWater:
+        path = self._state_file
+        try:
+            raw = path.read_text()
+        except FileNotFoundError:
+            return _HighWater()
+        except OSError as exc:
+            raise ValueError(f"state_file {path} cannot be read: {exc}") from None
+        try:
+            data = json.loads(raw)
+            high = _HighWater(data["epoch"], data["version"], data.get("generated"), tuple(data.get("retired", ())))
+            if not (isinstance(high.version, int) and (high.epoch is None or isinstance(high.epoch, str))
+                    and (high.generated is None or isinstance(high.generated, (int, float)))
+                    and all(e is None or isinstance(e, str) for e in high.retired)):
+                raise TypeError("wrong types")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"state_file {path} is not a Beekeeper gateway state ({exc}); fix or delete it "
+                             "(deleting it forgets the highest version seen)") from None
+        return high
+
+    def _save_high_water(self, high: _HighWater) -> None:
+        """Written atomically (a temporary file in the same folder, fsynced, renamed over), mode
+        0600. A failure is logged, never raised: the document is already in force."""
+        path = self._state_file
+        body = json.dumps({"epoch": high.epoch, "version": high.version, "generated": high.generated,
+                           "retired": list(high.retired)}).encode()
+        temporary = None
+        try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(handle, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+            temporary = None
+        except OSError as exc:
+            log.error("allowlist: could not write the state file %s: %s", path, exc)
+        finally:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+
     # -- signatures ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse_jwks(data: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+    def _parse_jwks(self, data: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+        """The usable keys of a JWKS by kid: Ed25519 only and, with `trusted_keys`, only those
+        whose thumbprint (computed from the key itself, whatever its kid says) is pinned."""
         keys = {}
         for entry in data.get("keys", []):
-            if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519" or not entry.get("kid"):
+            if not isinstance(entry, dict) or entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519" \
+                    or not entry.get("kid"):
+                continue
+            if self._trusted is not None and jwk_thumbprint(entry) not in self._trusted:
                 continue
             keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="EdDSA")
         return keys
@@ -578,9 +868,12 @@ class AllowlistClient:
         if response.status_code != 200:
             raise FetchError(f"GET {self.jwks_url} answered {response.status_code}")
         try:
-            self._keys = self._parse_jwks(response.json())
-        except (ValueError, jwt.PyJWKError) as exc:
+            keys = self._parse_jwks(response.json())
+        except (ValueError, AttributeError, jwt.PyJWKError) as exc:
             raise FetchError(f"{self.jwks_url} is not a JWKS: {exc}") from None
+        if self._trusted is not None and not keys and not self._anchors:
+            raise UntrustedKeyError(f"the JWKS at {self.jwks_url} holds none of the trusted keys")
+        self._keys = {**keys, **self._anchors}
 
     def _verify(self, token: bytes) -> dict[str, Any]:
         """The verified payload of a compact JWS. Parsed here rather than by pyjwt's decode, which
@@ -602,6 +895,8 @@ class AllowlistClient:
             self.refresh_jwks()  # a rotation: the new key is published before it signs anything we see
             key = self._keys.get(kid)
         if key is None:
+            if self._trusted is not None:
+                raise UntrustedKeyError(f"no published key has kid {kid!r} among the trusted keys")
             raise SignatureError(f"no published key has kid {kid!r}")
         try:
             signature = _b64url_decode(signature_b64)
@@ -649,18 +944,23 @@ class AllowlistClient:
 
     # -- decisions ----------------------------------------------------------------------------
 
-    def check(self, key: str | None = None, origin: str | None = None, referrer: str | None = None) -> Decision:
-        """May this request use the API, and under which grant?
+    def check(self, key: str | None = None, origin: str | None = None, referrer: str | None = None, *,
+              referer: str | None = None) -> Decision:
+        """May this request use the API, and under which grant? The rules are the decision table
+        (DECISION_TABLE, docs/allowlist.md).
 
-        `key`: the API key the request carries; `origin`: its Origin header (or its Referer URL,
-        or a bare host); `referrer`: a referrer name (an app id) the request claims — or a
-        Referer URL, whose host is then used when `origin` is missing."""
+        `key`: the API key the request carries; `origin`: its `Origin` HEADER; `referer`: its
+        `Referer` HEADER (used only when there is no Origin); `referrer`: an app id the request
+        names (e.g. a `?referrer=` query value) — a name, matched by equality against the grants'
+        referrer names, never read as a URL or a host. Only the two headers can prove where a
+        browser request came from."""
         state = self._state
         if state is None:
             return NOT_LOADED
         now = self._clock()
         if now >= state.expires:
             return LIST_EXPIRED
+        source = origin or referer  # the Origin header, else the Referer header: never the app id
         if key is not None:
             if len(key) != state.key_length:
                 return MALFORMED_KEY
@@ -672,14 +972,13 @@ class AllowlistClient:
             if entry is None:
                 return UNKNOWN_KEY
             # A remembered (key, Origin) pair is a live, never-expiring key already allowed from
-            # that Origin in this snapshot (see _Snapshot.allow_publishable).
-            return (entry.unconditional or (origin and state.publishable_hits.get((entry, origin)))
-                    or self._check_key(state, entry, now, origin, referrer))
-        if referrer is not None and "://" in referrer:
-            origin, referrer = origin or referrer, None
-        host = host_of(origin) if origin else None
-        if referrer is not None:
-            grant = state.by_name.get(referrer.strip().lower())
+            # that Origin in this snapshot (see _Snapshot.allow_publishable). A key decides alone:
+            # an app id sent with it changes nothing.
+            return (entry.unconditional or (source and state.publishable_hits.get((entry, source)))
+                    or self._check_key(state, entry, now, source))
+        host = host_of(source) if source else None
+        if referrer:
+            grant = state.by_name.get(referrer)  # by equality: an app id is a name, never a host
             if grant is None:
                 return UNKNOWN_REFERRER
             if host is None:
@@ -690,7 +989,7 @@ class AllowlistClient:
             if grant is None:
                 return UNKNOWN_ORIGIN
             return grant._origin or grant.allow(ALLOWED_ORIGIN)
-        return NO_CREDENTIALS if not origin else UNKNOWN_ORIGIN
+        return NO_CREDENTIALS if not source else UNKNOWN_ORIGIN
 
     def _digest(self, key: str) -> bytes:
         """SHA-256 of `key` when its checksum (bot.keyformat's CRC32 in base62) is right, else
@@ -706,18 +1005,17 @@ class AllowlistClient:
         return digest
 
     @staticmethod
-    def _check_key(state: _Snapshot, entry: _Key, now: float, origin: str | None, referrer: str | None) -> Decision:
+    def _check_key(state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
             return KEY_EXPIRED
         if not entry.publishable:
             return entry.grant.allow(ALLOWED_SECRET_KEY)
-        source = origin or (referrer if referrer and "://" in referrer else None)
         host = host_of(source) if source else None
         if host is None:
             return ORIGIN_REQUIRED
-        return state.allow_publishable(entry, host, origin)
+        return state.allow_publishable(entry, host, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,8 +1026,9 @@ class AllowlistClient:
 class AllowlistMiddleware:
     """Enforces the allowlist in front of any WSGI app.
 
-    The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from `Origin`
-    (else `Referer`), the referrer name from the `referrer` query parameter. Refusals answer JSON:
+    The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from the `Origin`
+    header (else the `Referer` header), an app id from the `referrer` query parameter (a name
+    only: it never stands in for the headers). Refusals answer JSON:
     401 without any credential, 403 when refused, 503 while no fresh allowlist is held (fail closed).
     An allowed request reaches the app with the Decision in `environ["beekeeper.decision"]`.
     """
@@ -742,18 +1041,14 @@ class AllowlistMiddleware:
         authorization = environ.get("HTTP_AUTHORIZATION", "")
         key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
         key = key or environ.get("HTTP_X_API_KEY") or None
-        origin = environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER") or None
         names = parse_qs(environ.get("QUERY_STRING", "")).get("referrer")
-        decision = self.client.check(key=key, origin=origin, referrer=names[0] if names else None)
+        decision = self.client.check(key=key, origin=environ.get("HTTP_ORIGIN") or None,
+                                     referrer=names[0] if names else None,
+                                     referer=environ.get("HTTP_REFERER") or None)
         if decision.allowed:
             environ["beekeeper.decision"] = decision
             return self.app(environ, start_response)
-        if decision in (NOT_LOADED, LIST_EXPIRED):
-            status = "503 Service Unavailable"
-        elif decision is NO_CREDENTIALS:
-            status = "401 Unauthorized"
-        else:
-            status = "403 Forbidden"
+        status = HTTP_STATUS[decision.reason]
         body = json.dumps({"error": "forbidden" if status[0] == "4" else "unavailable",
                            "reason": decision.reason}).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])

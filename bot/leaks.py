@@ -2,8 +2,10 @@
 
 This is what GitHub's secret scanning does for its partners, done by the bot itself for every
 repository it is installed on, on any issue (not only requests): new and edited comments, new
-and edited issue bodies. Strings matching the key format with a valid checksum
-(keyformat.find_candidates) are looked up by hash; then:
+and edited issue bodies. The text is normalised first and every checksum-verified key body in
+it is found, however it was written (keyformat.find_keys: glued to other words as in
+`MY_KEY_<key>`, split over lines, HTML entities or %-escapes, zero-width or full-width
+characters, without its `<prefix>_<kind>_`, base64-encoded); each is looked up by hash; then:
 
 - a live **secret key** is revoked at once (bot.keys.revoke_key: audit row, allowlist bump);
 - a live **gateway credential** (`_gw_`) is revoked too;
@@ -96,7 +98,7 @@ def _who_wrote(event: Event, item: dict) -> dict:
 
 def respond(ctx: Context, place: Place, text: str) -> list[Leak]:
     """Revoke the live keys found in `text`, commit, then tell the issue. Returns the leaks."""
-    candidates = keyformat.find_candidates(text, ctx.policy.keys.prefix)
+    candidates = keyformat.find_keys(text, ctx.policy.keys.prefix)
     if not candidates:
         return []
     leaks = [leak for plaintext in candidates if (leak := _handle_candidate(ctx.session, place, plaintext))]

@@ -247,6 +247,10 @@ class AllowlistCounter(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     version: int = 0
+    # The allowlist epoch (issue 14): `<start seconds>.<random>`, set by `beekeeper allowlist
+    # new-epoch` after a restore lowered `version`; gateways accept a lower version only in a newer
+    # epoch. None: no epoch started yet (the oldest).
+    epoch: str | None = Field(default=None, max_length=32)
 
 
 class AllowlistChange(SQLModel, table=True):

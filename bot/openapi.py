@@ -85,6 +85,8 @@ SCHEMAS: dict[str, Any] = {
             "tiers": {"type": "object", "additionalProperties": _ref("Tier")},
             "grants": {"type": "array", "items": _ref("Grant")},
             "since": {"type": "integer", "minimum": 0, "description": "In a delta: the version it follows."},
+            "epoch": {"type": "string", "description": "A random id changed after a database restore: a gateway "
+                      "accepts a version lower than the highest it has seen only in a new epoch."},
             "removed": {"type": "array", "items": _ref("Tombstone")},
         },
         "dependentRequired": {"since": ["removed"], "removed": ["since"]},

@@ -4,7 +4,11 @@ The private key is stored as PEM in the `signing_key` table and never leaves the
 public half is published at `/.well-known/jwks.json`. A key's `kid` is its RFC 7638 JWK
 thumbprint, so anyone can recompute it from the public key.
 
-Rotation makes a new key the signer at once and keeps the old one in the JWKS for
+A gateway may pin the keys it trusts (bot.gateway `trusted_keys`, by thumbprint). For those,
+`prepare` makes the next key ahead of time: published in the JWKS, not signing, its thumbprint
+printed by `beekeeper signing-keys list`, so gateways pin it before `rotate` makes it the signer.
+
+Rotation makes the prepared key (else a new one) the signer at once and keeps the old one in the JWKS for
 `policy.allowlist.signing_key_grace_hours`, so a gateway that fetched the JWKS before the
 rotation still verifies documents signed after it (it refetches the JWKS on an unknown kid), and
 a document signed by the old key before the rotation keeps verifying until it expires.
@@ -57,15 +61,17 @@ def new_key_material() -> tuple[str, dict[str, Any]]:
     return pem, jwk
 
 
-def _create(session: Session, actor: str, action: str, idempotency_key: str | None = None) -> SigningKey | None:
-    """Insert a new active key with its audit row; None when `idempotency_key` was already used."""
+def _create(session: Session, actor: str, action: str, idempotency_key: str | None = None,
+            active: bool = True) -> SigningKey | None:
+    """Insert a new key (active, or prepared: `active=False` and never retired) with its audit
+    row; None when `idempotency_key` was already used."""
     pem, jwk = new_key_material()
     if idempotency_key is not None:
         if not audit.claim_once(session, idempotency_key, actor, action, subject=jwk["kid"]):
             return None
     else:
         audit.record(session, actor, action, subject=jwk["kid"])
-    key = SigningKey(kid=jwk["kid"], private_pem=pem, public_jwk=jwk, created_at=utcnow(), active=True)
+    key = SigningKey(kid=jwk["kid"], private_pem=pem, public_jwk=jwk, created_at=utcnow(), active=active)
     session.add(key)
     session.flush()
     return key
@@ -87,12 +93,25 @@ def current_kid(session: Session) -> str | None:
                         .order_by(SigningKey.id.desc())).first()
 
 
+def prepared_key(session: Session) -> SigningKey | None:
+    """The next signer made by `prepare`: published, not active, never retired."""
+    return session.exec(select(SigningKey).where(SigningKey.active == False,  # noqa: E712
+                                                 SigningKey.retired_at == None)  # noqa: E711
+                        .order_by(SigningKey.id.desc())).first()
+
+
+def is_prepared(key: SigningKey) -> bool:
+    return not key.active and key.retired_at is None
+
+
 def published_keys(session: Session, policy: Policy, now: datetime | None = None) -> list[SigningKey]:
-    """Active keys and retired keys still inside their grace period, newest first."""
+    """Active keys, the prepared next key, and retired keys still inside their grace period,
+    newest first."""
     now = now or utcnow()
     grace = timedelta(hours=policy.allowlist.signing_key_grace_hours)
     rows = session.exec(select(SigningKey).order_by(SigningKey.id.desc())).all()
-    return [k for k in rows if k.active or (k.retired_at is not None and _aware(k.retired_at) + grace > now)]
+    return [k for k in rows
+            if k.active or k.retired_at is None or _aware(k.retired_at) + grace > now]
 
 
 def jwks(session: Session, policy: Policy, now: datetime | None = None) -> dict[str, Any]:
@@ -137,15 +156,32 @@ def generate(session: Session, actor: str) -> tuple[SigningKey, bool]:
     return _create(session, actor, "signing_key.created"), True
 
 
+def prepare(session: Session, actor: str) -> tuple[SigningKey, bool]:
+    """`beekeeper signing-keys prepare`: the next signer, published now but not signing until
+    `rotate`, so gateways that pin keys can pin its thumbprint first: (the key, True if created now)."""
+    existing = prepared_key(session)
+    if existing is not None:
+        return existing, False
+    return _create(session, actor, "signing_key.prepared", active=False), True
+
+
 def rotate(session: Session, actor: str) -> tuple[SigningKey, list[SigningKey]]:
-    """Retire every active key and make a new one the signer: (new key, retired keys)."""
+    """Retire every active key and make the prepared key (else a new one) the signer:
+    (new signer, retired keys)."""
     now = utcnow()
     retired = list(session.exec(select(SigningKey).where(SigningKey.active == True)).all())  # noqa: E712
     for key in retired:
         key.active = False
         key.retired_at = now
         session.add(key)
-    new = _create(session, actor, "signing_key.rotated")
+    new = prepared_key(session)
+    if new is None:
+        new = _create(session, actor, "signing_key.rotated")
+    else:
+        new.active = True
+        session.add(new)
+        audit.record(session, actor, "signing_key.rotated", subject=new.kid)
+        session.flush()
     return new, retired
 
 

@@ -113,7 +113,9 @@ def test_publishable_key_needs_a_matching_origin(session, make_client):
     assert client.check(key=key).reason == "origin required"
     assert client.check(key=key, origin="https://alpha.example.com").reason == "publishable key"
     assert client.check(key=key, origin="https://app.alpha.example.net").allowed
-    assert client.check(key=key, referrer="https://alpha.example.com/page").allowed  # a Referer URL
+    assert client.check(key=key, referer="https://alpha.example.com/page").allowed  # the Referer header
+    # an app id is never a Referer (issue 14): a URL there proves nothing
+    assert client.check(key=key, referrer="https://alpha.example.com/page").reason == "origin required"
     assert client.check(key=key, origin="https://evil-alpha.example.com").reason == "origin not allowed for this grant"
     assert client.check(key=alpha.keys["secret"], origin="https://anything.example.org").allowed  # server-side key
 
@@ -128,6 +130,8 @@ def test_origin_and_referrer_name_without_a_key(session, make_client):
     assert client.check(referrer="alpha").reason == "origin required"
     assert client.check(referrer="alpha", origin="https://evil.example").reason == "origin not allowed for this grant"
     assert client.check(referrer="nobody", origin="https://alpha.example.com").reason == "unknown referrer"
+    assert client.check(referrer="https://alpha.example.com/").reason == "unknown referrer"
+    assert client.check(referrer="alpha", referer="https://alpha.example.com/p").reason == "referrer"
 
 
 def test_expired_key_is_refused_with_its_reason(session, make_client, frozen_clock):

@@ -3,6 +3,8 @@ the owner are told without the key being repeated."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from sqlmodel import Session, select
 
@@ -212,3 +214,27 @@ def test_on_an_edit_the_editor_is_told(client, worker, fake_github, runtime, cla
     [notice] = notices(fake_github)
     assert "@maria-maint" in notice and "@sam-stranger" not in notice
     assert not valid(runtime, plain[KeyKind.SECRET])
+
+
+# --- keys written so that a plain pattern misses them (issue 14 item 12) --------------------------
+
+HIDDEN_FORMS = {
+    "glued to a name": lambda key: f"MY_KEY_{key}",
+    "split over two lines": lambda key: f"my key:\n{key[:19]}\n{key[19:]}",
+    "HTML entities": lambda key: "".join(f"&#x{ord(c):x};" for c in key[:2]) + key[2:],
+    "zero-width characters": lambda key: "\u200b".join(key[:12]) + "\u2060" + key[12:],
+    "base64": lambda key: "in base64: " + base64.b64encode(key.encode()).decode(),
+    "without its prefix": lambda key: f"token={key[6:]}",
+}
+
+
+@pytest.mark.parametrize("form", list(HIDDEN_FORMS))
+def test_a_hidden_secret_key_is_found_and_revoked(client, worker, fake_github, runtime, claimed, form):
+    _, plain = claimed
+    secret = plain[KeyKind.SECRET]
+    text = HIDDEN_FORMS[form](secret)
+    assert keyformat.find_candidates(text, "bk") == []  # the plain pattern misses it
+    post_comment(client, worker, fake_github, other_issue(fake_github), STRANGER, text)
+    assert not valid(runtime, secret)
+    [notice] = notices(fake_github)
+    assert_no_key_material(notice, secret)

@@ -88,3 +88,23 @@ def test_jwks_endpoint_serves_published_keys_with_short_caching(client, session,
     assert client.get("/.well-known/jwks.json", headers={"If-None-Match": response.headers["ETag"]}).status_code == 304
     frozen_clock.advance(hours=policy.allowlist.signing_key_grace_hours + 1)
     assert len(client.get("/.well-known/jwks.json").get_json()["keys"]) == 1
+
+
+def test_a_prepared_key_is_published_but_signs_only_after_rotate(session, policy):
+    first = signing.ensure_key(session)
+    prepared, created = signing.prepare(session, "cli:ops")
+    again, created_again = signing.prepare(session, "cli:ops")
+    session.commit()
+    assert created and not created_again and again.kid == prepared.kid != first.kid
+    assert signing.current_kid(session) == first.kid  # still signing with the first key
+    assert {k["kid"] for k in signing.jwks(session, policy)["keys"]} == {first.kid, prepared.kid}
+    assert session.exec(select(AuditEvent).where(AuditEvent.action == "signing_key.prepared")).one().subject == \
+        prepared.kid
+
+    new, retired = signing.rotate(session, "cli:ops")
+    session.commit()
+    assert new.kid == prepared.kid and [k.kid for k in retired] == [first.kid]
+    assert signing.current_kid(session) == prepared.kid and signing.prepared_key(session) is None
+    assert {k["kid"] for k in signing.jwks(session, policy)["keys"]} == {first.kid, prepared.kid}  # grace
+    newer, _ = signing.rotate(session, "cli:ops")  # nothing prepared: a new key, as before
+    assert newer.kid not in (first.kid, prepared.kid)

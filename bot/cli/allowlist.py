@@ -2,8 +2,9 @@
 
     beekeeper gateways add NAME            beekeeper signing-keys generate
     beekeeper gateways list [--json]       beekeeper signing-keys rotate
-    beekeeper gateways revoke NAME         beekeeper signing-keys list
-    beekeeper allowlist export FILE
+    beekeeper gateways revoke NAME         beekeeper signing-keys list [--json]
+                                           beekeeper signing-keys prepare
+    beekeeper allowlist export FILE        beekeeper allowlist new-epoch
 """
 
 from __future__ import annotations
@@ -105,10 +106,24 @@ def register(main: click.Group) -> None:
             kid = key.kid
         click.echo(f"signing key {kid} {'created' if created else 'already active (rotate to replace it)'}")
 
+    @signing_keys.command("prepare")
+    @pass_state
+    def signing_keys_prepare(state) -> None:
+        """Make the next signing key now (published, not signing) so gateways can pin its
+        thumbprint before `rotate` makes it the signer."""
+        from bot import signing
+
+        with session_scope(state.runtime.engine) as session:
+            key, created = signing.prepare(session, _actor())
+            thumb = signing.thumbprint(key.public_jwk)
+        click.echo(f"next signing key: thumbprint {thumb} ({'prepared now' if created else 'already prepared'}). "
+                   "Pin it on every gateway (trusted_keys), then run `beekeeper signing-keys rotate`.")
+
     @signing_keys.command("rotate")
     @pass_state
     def signing_keys_rotate(state) -> None:
-        """Sign with a new key from now on; the old one stays published for the grace period."""
+        """Sign with the prepared key (else a new one) from now on; the old one stays published
+        for the grace period."""
         from bot import signing
 
         runtime = state.runtime
@@ -121,9 +136,11 @@ def register(main: click.Group) -> None:
             click.echo(f"retired {retired_kid}: stays in the JWKS for {grace:g} hours")
 
     @signing_keys.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="Each key's public JWK and thumbprint, as JSON.")
     @pass_state
-    def signing_keys_list(state) -> None:
-        """Every signing key: active, published during its grace, or retired."""
+    def signing_keys_list(state, as_json: bool) -> None:
+        """Every signing key with its RFC 7638 thumbprint (what a gateway pins with
+        `AllowlistClient(trusted_keys=[…])`): active, published during its grace, or retired."""
         from sqlmodel import select
 
         from bot import signing
@@ -133,14 +150,28 @@ def register(main: click.Group) -> None:
         with session_scope(runtime.engine) as session:
             published = {k.kid for k in signing.published_keys(session, runtime.policy)}
             rows = session.exec(select(SigningKey).order_by(SigningKey.id.desc())).all()
-            lines = [(k.kid, k.active, isoformat(k.created_at), isoformat(k.retired_at), k.kid in published)
+            # The thumbprint is recomputed from the public key, never copied from the stored kid.
+            lines = [{"thumbprint": signing.thumbprint(k.public_jwk), "kid": k.kid, "active": k.active,
+                      "prepared": signing.is_prepared(k),
+                      "published": k.kid in published, "created_at": isoformat(k.created_at),
+                      "retired_at": isoformat(k.retired_at),
+                      "jwk": {f: v for f, v in k.public_jwk.items() if f in ("kty", "crv", "x", "kid", "use", "alg")}}
                      for k in rows]
+        if as_json:
+            click.echo(json.dumps(lines, indent=2))
+            return
         if not lines:
             click.echo("no signing key yet (beekeeper signing-keys generate)")
-        for kid, active, created, retired, is_published in lines:
-            status = "active signer" if active else (f"retired {retired}, " +
-                                                     ("still published" if is_published else "no longer published"))
-            click.echo(f"{kid}  created {created}  {status}")
+        for line in lines:
+            if line["active"]:
+                status = "active signer"
+            elif line["prepared"]:
+                status = "prepared: next signer, published, not signing yet"
+            else:
+                status = f"retired {line['retired_at']}, " + ("still published" if line["published"]
+                                                              else "no longer published")
+            kid = "" if line["kid"] == line["thumbprint"] else f"  kid {line['kid']}"
+            click.echo(f"thumbprint {line['thumbprint']}  created {line['created_at']}  {status}{kid}")
 
     @main.group()
     def allowlist() -> None:
@@ -163,6 +194,27 @@ def register(main: click.Group) -> None:
         else:
             _write_atomically(Path(file), token)
         click.echo(f"allowlist version {stamp.version} written ({len(token)} bytes) to {file}", err=True)
+
+
+    @allowlist.command("new-epoch")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @pass_state
+    def allowlist_new_epoch(state, yes: bool) -> None:
+        """Start a new allowlist epoch: run it after restoring a database backup.
+
+        A gateway refuses a document whose version is lower than the highest it has seen. After
+        a restore the version really went down; in a new epoch gateways accept the lower version
+        (from a document signed by a key they trust) instead of refusing it until it catches up."""
+        from bot import allowlist as service
+        from bot import versioning
+
+        runtime = state.runtime
+        if not yes:
+            click.confirm("Start a new allowlist epoch (only after restoring a backup)?", abort=True)
+        with session_scope(runtime.engine) as session:
+            old, new = service.new_epoch(session, _actor())
+            version = versioning.current_version(session)
+        click.echo(f"allowlist epoch {new} (was {old}); version {version}. Gateways accept it at their next poll.")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
