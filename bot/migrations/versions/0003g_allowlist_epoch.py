@@ -17,7 +17,7 @@ import sqlmodel
 
 
 revision = '0003g'
-down_revision = '0002'
+down_revision = '0003i'
 branch_labels = None
 depends_on = None
 
