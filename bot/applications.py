@@ -80,7 +80,7 @@ def request_for_issue(ctx: Context, repo: str, issue: dict) -> AccessRequest | N
     any other issue is not ours."""
     served = not ctx.policy.repositories or repo in ctx.policy.repositories
     request = find_request(ctx.session, repo, int(issue.get("number") or 0))
-    if request is None and served and ctx.policy.labels.trigger in issue_label_names(issue):
+    if request is None and served and set(ctx.policy.trigger_labels) & set(issue_label_names(issue)):
         from bot import review
 
         request = review.review_issue(ctx, repo, issue, reason="command")

@@ -47,6 +47,8 @@ def desired_labels(policy: Policy, state: str, tier: str | None = None) -> set[s
 def label_spec(policy: Policy, name: str) -> tuple[str, str]:
     """(colour, description) for one of our labels."""
     labels = policy.labels
+    if name in policy.trigger_labels:  # every request form's trigger label
+        return COLORS["trigger"]
     for key in ("trigger", "needs_info", "validated", "approved", "rejected"):
         if getattr(labels, key) == name:
             return COLORS[key]
