@@ -854,7 +854,12 @@ def run_checks(session: Session, parsed: ParsedForm, policy: Policy, *, schema: 
     hosts, app_ids = sort_domain_or_referrer(_as_list(values.get("domain_or_referrer")))
     domain_items = _as_list(values.get("domains")) + hosts
     domain_results: list[CheckResult] = []
-    if "domains" in present or "domain_or_referrer" in present:
+    listed = [role for role in ("domain_or_referrer", "domains") if role in present]
+    if listed and not domain_items and not app_ids and any(required(role) for role in listed):
+        label = schema.field_for_role(listed[0], policy, spec).label
+        results.append(CheckResult(ERROR, "domains" if listed[0] == "domains" else "domain or referrer",
+                                   "nothing listed", f"Fill in \"{label}\"."))
+    elif listed and (domain_items or "domains" in present):
         domain_results = check_domains(session, domain_items, applicant_id, policy, resolver=resolver)
         if not domain_items:
             domain_results = [replace(r, info=True) for r in domain_results]

@@ -545,7 +545,7 @@ def load_policy(path: str | os.PathLike | None = None) -> Policy:
             raise ConfigError(f"BEEKEEPER_POLICY: {path} must hold a mapping at the top level")
         # Tiers are replaced whole, never merged item by item: a platform lists its own tiers.
         data = _deep_merge(defaults, override)
-    base = Path(path).parent if path else Path.cwd()
+    base = Path(path).resolve().parent if path else Path.cwd()
     data = _absolute_template_files(data, base)
     try:
         policy = Policy.model_validate(data)
