@@ -323,6 +323,13 @@ class AppIds(_Strict):
     # with a ⚠️; false: it is a ❌ and the suggestion is only the hint.
     use_suggestion: bool = True
 
+    @model_validator(mode="after")
+    def _lengths(self) -> AppIds:
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) is above max_length ({self.max_length}); "
+                             "fix: make min_length the smaller one")
+        return self
+
 
 class FreeTextRequests(_Strict):
     """Issues without the trigger label that look like an access request get one comment
