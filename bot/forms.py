@@ -333,9 +333,10 @@ def _similar_field(heading: str, schema: FormSchema, exclude: set[int]) -> int |
             matches.append(i)
     # The most specific id wins when one id's words contain another's (domain ⊂ domain-referrer).
     if len(matches) > 1:
-        sizes = sorted(((len(_tokens(schema.fields[i].id)), i) for i in matches), reverse=True)
-        if sizes[0][0] > sizes[1][0]:
-            return sizes[0][1]
+        words_of = {i: _tokens(schema.fields[i].id.replace("_", "-")) for i in matches}
+        widest = max(matches, key=lambda i: len(words_of[i]))
+        if all(words_of[i] < words_of[widest] for i in matches if i != widest):
+            return widest
         return None
     return matches[0] if matches else None
 

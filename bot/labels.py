@@ -11,7 +11,7 @@ from bot.config import Policy
 from bot.models import RequestState
 
 COLORS = {
-    "trigger": ("fbca04", "A special-access request (handled by Beekeeper)"),
+    "trigger": ("fbca04", "An access request made with the request form (handled by Beekeeper)"),
     "needs_info": ("d93f0b", "The request needs changes from the applicant"),
     "validated": ("0e8a16", "Every check passed; waiting for a maintainer"),
     "approved": ("1d76db", "Access granted"),

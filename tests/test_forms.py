@@ -483,3 +483,25 @@ def test_bundled_form_round_trip_by_role(answers):
     assert parsed.values["description"] == answers["description"]
     assert parsed.values["domains"] == answers["domains"].split()
     assert parsed.values["tier"] == answers["tier"] and parsed.values["terms"] is True
+
+
+def test_headings_in_another_order_are_read_field_by_field():
+    sections = body().removeprefix("### ").split("\r\n\r\n### ")
+    assert sections[5].startswith("Contact e-mail") and sections[1].startswith("What does your app do?")
+    moved = [sections[5], sections[1], sections[0], *sections[2:5], *sections[6:]]
+    parsed = parse("\r\n\r\n".join("### " + section for section in moved))
+    assert parsed.problems == [] and parsed.missing == []
+    assert parsed.values == parse(body()).values
+
+
+def test_id_like_heading_matching_is_used_only_when_unambiguous():
+    from bot.forms import recognised_fields
+
+    # "App name and description" holds the words of two ids that do not contain each other.
+    text = body().replace("### App name", "### App name and description").replace(
+        "### What does your app do?", "### Tell us more")
+    assert "app-name" not in recognised_fields(text, SCHEMA)
+    # "Requested access tier" holds only the id `tier`: matched (the field's label is "Requested tier").
+    assert SCHEMA.field("tier").label == "Requested tier"
+    renamed = body().replace("### Requested tier", "### Requested access tier")
+    assert parse(renamed).values["tier"] == "seed"
