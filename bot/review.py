@@ -73,6 +73,9 @@ def _store_results(request: AccessRequest, issue: dict, parsed: ParsedForm, repo
     values = parsed.values
     normalized = report.normalized
     request.values = {role: _capped(value) for role, value in values.items()}
+    if "domain_or_referrer" in values and "domains" not in values:
+        # The hosts sorted out of a "domain or referrer" field, where the rest of Beekeeper looks.
+        request.values["domains"] = _capped(list(normalized.get("domains") or []))
     request.check_results = [r.to_dict() for r in report.results]
     request.checks_ok = report.ok
     request.needs_maintainer = report.needs_maintainer

@@ -141,7 +141,7 @@ def test_a_complete_request_is_validated_for_the_forms_tier(ctx, fake_github):
     assert (request.requested_tier, request.referrer, request.form_name) == ("flower", "imggen-bot", "flower")
     assert request.contact == "discord:buzzy.artist"
     domains = next(r["data"]["domains"] for r in request.check_results if r["name"] == "domains")
-    assert domains == ["imggen.app", "www.imggen.app"]
+    assert domains == ["imggen.app", "www.imggen.app"] and request.values["domains"] == domains
     text = status_text(fake_github)
     assert "All checks passed" in text and "tier **flower**" in text
     # Informational lines are folded into "Details"; nothing about fields the form lacks.
