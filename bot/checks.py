@@ -16,6 +16,7 @@ reuses `normalize_domain`, `check_domains` and `check_referrer` as they are.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 import time
@@ -37,11 +38,13 @@ from sqlmodel import Session, select
 
 from bot.clock import utcnow
 from bot.config import Form, Policy, Validation
-from bot.github import NotFound
+from bot.github import GitHubError, GitHubUnavailable, NotFound
 from bot.models import AccessRequest, Grant, GrantDomain, GrantStatus, RequestState
 
 if TYPE_CHECKING:
     from bot.forms import FormSchema, ParsedForm
+
+log = logging.getLogger("beekeeper.checks")
 
 OK, ERROR, WARNING = "ok", "error", "warning"
 QUOTE_LENGTH = 80  # applicant text quoted in a message is cut to this many characters
@@ -600,9 +603,16 @@ def _contact_of_kind(kind: str, value: str, policy: Policy, gh) -> CheckResult:
         if not _GITHUB_LOGIN.match(login):
             return CheckResult(ERROR, "contact", "not a valid GitHub username",
                                "GitHub usernames are letters, digits and single hyphens.")
-        if gh is not None and not github_login_exists(gh, login):
-            return CheckResult(ERROR, "contact", "no GitHub user has that username", "Check the spelling.")
-        found = "GitHub user found" if gh is not None else "GitHub username (not looked up)"
+        found = "GitHub username (not looked up)"
+        if gh is not None:
+            try:
+                if not github_login_exists(gh, login):
+                    return CheckResult(ERROR, "contact", "no GitHub user has that username", "Check the spelling.")
+                found = "GitHub user found"
+            except GitHubUnavailable:
+                raise  # the delivery is retried
+            except GitHubError as exc:  # e.g. 403: not worth failing the applicant for
+                log.warning("GitHub login lookup failed (%s); the contact is checked for its syntax only", exc.status)
         return CheckResult(OK, "contact", found, data={"kind": "github"})
     if kind == "discord":
         name = value.removeprefix("@")

@@ -323,3 +323,9 @@ def test_github_logins_are_looked_up_once(gh, fake_github):
         assert github_login_exists(gh, "buzzy") and not github_login_exists(gh, "nobody-here")
     lookups = [path for method, path, _ in fake_github.calls if method == "GET" and path.startswith("/users/")]
     assert sorted(lookups) == ["/users/buzzy", "/users/nobody-here"]
+
+
+def test_a_github_lookup_that_is_refused_falls_back_to_the_syntax(policy, gh, fake_github):
+    fake_github.fail("GET", r"^/users/octo-cat$", 403, body={"message": "Forbidden"})
+    result = check_contact("octo-cat", policy, kinds=["github"], gh=gh)
+    assert (result.status, result.message) == (OK, "GitHub username (not looked up)")
