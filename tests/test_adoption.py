@@ -329,3 +329,39 @@ def test_a_github_lookup_that_is_refused_falls_back_to_the_syntax(policy, gh, fa
     fake_github.fail("GET", r"^/users/octo-cat$", 403, body={"message": "Forbidden"})
     result = check_contact("octo-cat", policy, kinds=["github"], gh=gh)
     assert (result.status, result.message) == (OK, "GitHub username (not looked up)")
+
+
+# ---- several forms -------------------------------------------------------------------------------
+
+
+def two_forms(tmp_path):
+    import shutil
+
+    import yaml
+
+    flower = yaml.safe_load((FORMS / "flower-policy.yml").read_text())["forms"][0]
+    shutil.copy(FORMS / "flower-access.yml", tmp_path / "flower-access.yml")
+    (tmp_path / "policy.yml").write_text(yaml.safe_dump({"forms": [
+        {"name": "special", "labels": ["special-access"]},  # the bundled form, default roles
+        flower,
+    ]}))
+    return load_policy(tmp_path / "policy.yml")
+
+
+def test_each_issue_is_read_with_the_form_its_label_names(tmp_path, runtime, fake_github):
+    from bot import reconcile
+    from bot.resources import issue_form_path
+    from tests.request_helpers import form_body
+
+    runtime.policy = two_forms(tmp_path)
+    fake_github.files[(REPO, ".github/ISSUE_TEMPLATE/special-access.yml")] = issue_form_path().read_text()
+    fake_github.add_issue(REPO, 1, body=form_body(), user={"login": "alice-dev", "id": 5001, "type": "User"},
+                          labels=["special-access"])
+    file_issue(fake_github, crlf("complete"), number=2)
+    report = reconcile.reconcile(runtime)
+    assert sorted(report.as_dict()["actions"]["review"]) == [f"{REPO}#1", f"{REPO}#2"]
+    with Session(runtime.engine) as s:
+        rows = {r.issue_number: r for r in s.exec(select(AccessRequest)).all()}
+    assert (rows[1].form_name, rows[1].requested_tier, rows[1].state) == ("special", "flower", RequestState.VALIDATED)
+    assert (rows[2].form_name, rows[2].requested_tier, rows[2].state) == ("flower", "flower", RequestState.VALIDATED)
+    assert "flower-request" in fake_github.issue_labels(REPO, 2)
