@@ -15,6 +15,11 @@ the fields are the longest run of candidates in template order (a heading typed 
 textarea can only stand in for a real one, never add a field). Ties are settled by GitHub's
 shape; see `_accepted_headings`.
 
+Forms change over time (issue 12): a heading also matches a field by the policy's `aliases`
+(older labels), or by holding every word of exactly one field's id; a field the in-order
+reading left out (an edited body with its sections moved) starts at its heading's first
+occurrence outside a code block. Which policy form an issue belongs to is `select_form`.
+
 `parse_issue_body` never raises on user input: whatever it cannot read becomes a problem.
 """
 
