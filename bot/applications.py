@@ -83,7 +83,7 @@ def request_for_issue(ctx: Context, repo: str, issue: dict) -> AccessRequest | N
     if ignore_unserved(ctx.session, ctx.policy, ctx.app, repo, "a comment"):
         return None  # requests are served only from the repositories the operator named
     request = find_request(ctx.session, repo, int(issue.get("number") or 0))
-    if request is None and ctx.policy.labels.trigger in issue_label_names(issue):
+    if request is None and set(ctx.policy.trigger_labels) & set(issue_label_names(issue)):
         from bot import review
 
         request = review.review_issue(ctx, repo, issue, reason="command")

@@ -16,11 +16,14 @@ reuses `normalize_domain`, `check_domains` and `check_referrer` as they are.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
+import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -34,12 +37,14 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from bot.clock import utcnow
-from bot.config import Policy, Validation
-from bot.github import NotFound
+from bot.config import Form, Policy, Validation
+from bot.github import GitHubError, GitHubUnavailable, NotFound
 from bot.models import AccessRequest, Grant, GrantDomain, GrantStatus, RequestState
 
 if TYPE_CHECKING:
     from bot.forms import FormSchema, ParsedForm
+
+log = logging.getLogger("beekeeper.checks")
 
 OK, ERROR, WARNING = "ok", "error", "warning"
 QUOTE_LENGTH = 80  # applicant text quoted in a message is cut to this many characters
@@ -61,6 +66,7 @@ class CheckResult:
     flag: bool = False  # a maintainer should look before approving
     ref: str | None = None  # "owner/repo#12": an issue the report links to
     data: dict[str, Any] = field(default_factory=dict)  # machine-readable details, never rendered
+    info: bool = False  # a ✅ worth keeping but not worth a line of its own: folded into "details"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -337,13 +343,20 @@ def _domain_findings(session: Session, domain: str, applicant_id: int, policy: P
 # --------------------------------------------------------------------------------------------
 
 
-def normalize_referrer(text: str | None) -> tuple[str | None, str | None]:
-    """An app id as typed → (lower-case name, None), or (None, problem)."""
+def _id_lengths(policy: Policy | None) -> tuple[int, int]:
+    rule = getattr(policy, "app_ids", None)
+    return (rule.min_length, rule.max_length) if rule is not None else (REFERRER_MIN, REFERRER_MAX)
+
+
+def normalize_referrer(text: str | None, policy: Policy | None = None) -> tuple[str | None, str | None]:
+    """An app id as typed → (lower-case name, None), or (None, problem). Lengths: the policy's
+    `app_ids` rule (3 to 39 by default)."""
     name = str(text or "").strip().lower()
+    low, high = _id_lengths(policy)
     if not name:
         return None, "is empty"
-    if not REFERRER_MIN <= len(name) <= REFERRER_MAX:
-        return None, f"must be {REFERRER_MIN} to {REFERRER_MAX} characters long"
+    if not low <= len(name) <= high:
+        return None, f"must be {low} to {high} characters long"
     if not re.fullmatch(r"[a-z0-9-]+", name):
         return None, "may only contain a-z, 0-9 and -"
     if not _REFERRER.match(name):
@@ -351,11 +364,12 @@ def normalize_referrer(text: str | None) -> tuple[str | None, str | None]:
     return name, None
 
 
-def slugify(text: str | None) -> str:
-    """An app name → a candidate app id (ASCII letters and digits joined by -)."""
+def slugify(text: str | None, max_length: int = REFERRER_MAX) -> str:
+    """An app name → a candidate app id (ASCII letters and digits joined by -): `ImgGen Bot` →
+    `imggen-bot`."""
     ascii_text = unicodedata.normalize("NFKD", str(text or "")).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:REFERRER_MAX].rstrip("-")
+    return slug[:max_length].rstrip("-")
 
 
 def _reserved(name: str, policy: Policy) -> bool:
@@ -380,12 +394,13 @@ def _requested_elsewhere(session: Session, name: str, applicant_id: int,
 def propose_referrer(session: Session, app_name: str | None, applicant_id: int, policy: Policy,
                      request_id: int | None = None) -> str:
     """A free app id made from the app name (app-<user id> when the name has no ASCII letters)."""
-    base = slugify(app_name)
-    if len(base) < REFERRER_MIN:
+    low, high = _id_lengths(policy)
+    base = slugify(app_name, high)
+    if len(base) < low:
         base = f"app-{applicant_id}" if not base else f"{base}-app"
 
     def free(name: str) -> bool:
-        if normalize_referrer(name)[1] or _reserved(name, policy):
+        if normalize_referrer(name, policy)[1] or _reserved(name, policy):
             return False
         grant = referrer_grant(session, name)
         if grant is not None and grant.github_user_id != applicant_id:
@@ -395,27 +410,43 @@ def propose_referrer(session: Session, app_name: str | None, applicant_id: int, 
     if free(base):
         return base
     for n in range(2, 100):
-        candidate = f"{base[: REFERRER_MAX - len(str(n)) - 1].rstrip('-')}-{n}"
+        candidate = f"{base[: high - len(str(n)) - 1].rstrip('-')}-{n}"
         if free(candidate):
             return candidate
     return f"app-{applicant_id}"
 
 
 def check_referrer(session: Session, referrer: str | None, app_name: str | None, applicant_id: int,
-                   policy: Policy, *, request_id: int | None = None) -> CheckResult:
+                   policy: Policy, *, request_id: int | None = None, field_label: str | None = "Referrer / app id",
+                   suggest: bool = True) -> CheckResult:
     """The app id asked for (or, when empty, one proposed from the app name).
 
+    An id typed as a name ("ImgGen Bot") gets a suggestion ("imggen-bot"): with the policy's
+    `app_ids.use_suggestion` the suggestion is used (⚠️), else it is the hint of a ❌.
     `data` carries {"referrer": the effective name, "proposed": bool}.
     """
+    low, high = _id_lengths(policy)
     if not str(referrer or "").strip():
         proposed = propose_referrer(session, app_name, applicant_id, policy, request_id)
         return CheckResult(OK, "app id", f"none given; proposed: {proposed}",
-                           "Add a Referrer / app id to choose another one.",
+                           f"Fill in \"{field_label}\" to choose another one." if field_label else None,
                            data={"referrer": proposed, "proposed": True})
-    name, problem = normalize_referrer(referrer)
+    name, problem = normalize_referrer(referrer, policy)
     if problem:
-        return CheckResult(ERROR, "app id", f"{_quote(referrer, 40)} {problem}",
-                           f"Use {REFERRER_MIN}-{REFERRER_MAX} characters of a-z, 0-9 and -, like freeaichat.")
+        suggestion = slugify(referrer, high) if suggest else ""
+        usable = bool(suggestion) and normalize_referrer(suggestion, policy)[1] is None
+        if usable and policy.app_ids.use_suggestion:
+            result = check_referrer(session, suggestion, app_name, applicant_id, policy, request_id=request_id,
+                                    field_label=field_label, suggest=False)
+            if result.status == OK:
+                return CheckResult(WARNING, "app id", f"{_quote(referrer, 40)} is not an app id; using {suggestion}",
+                                   f"App ids are {low}-{high} characters of a-z, 0-9 and -; edit the field if you "
+                                   "want another one.", data={**result.data, "suggested_from": _quote(referrer, 40)})
+            return result
+        hint = f"Use {low}-{high} characters of a-z, 0-9 and -, like " + (
+            f"{suggestion}." if usable else "freeaichat.")
+        return CheckResult(ERROR, "app id", f"{_quote(referrer, 40)} {problem}", hint,
+                           data={"suggestion": suggestion} if usable else {})
     if _reserved(name, policy):
         return CheckResult(ERROR, "app id", f"{name} is reserved", "Choose another app id.")
     grant = referrer_grant(session, name)
@@ -449,23 +480,153 @@ def normalize_contact(contact: str | None, policy: Policy) -> str | None:
     return info.normalized
 
 
-def check_contact(contact: str | None, policy: Policy) -> CheckResult:
-    """E-mail syntax (deliverability only when the policy asks) and the disposable-domain list.
-    The address itself never appears in the result: results are shown in public."""
-    if not str(contact or "").strip():
-        return CheckResult(ERROR, "contact", "no contact e-mail given",
-                           "Add an address where we can reach you; it is stored privately, never shown here.")
+CONTACT_WORDS = {"email": "an e-mail address", "github": "a GitHub username", "discord": "a Discord username",
+                 "url": "a web address (URL)", "any": "a way to reach you"}
+CONTACT_FOUND = {"email": "e-mail address", "github": "GitHub user", "discord": "Discord username",
+                 "url": "web address", "any": "given"}
+_GITHUB_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+_DISCORD_NAME = re.compile(r"^(?!.*\.\.)[a-z0-9_.]{2,32}$")
+_DISCORD_LEGACY = re.compile(r"^[^@#:`]{2,32}#[0-9]{4}$")
+_CONTACT_PREFIX = re.compile(r"^(e-?mail|github|gh|discord|url|web(?:site)?)\s*[:=]\s*(\S.*)$", re.I)
+_PREFIX_KIND = {"email": "email", "e-mail": "email", "github": "github", "gh": "github", "discord": "discord",
+                "url": "url", "web": "url", "website": "url"}
+GITHUB_LOGIN_TTL = {True: 86400.0, False: 3600.0}  # seconds a lookup is trusted (found / not found)
+_login_cache: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, bool]]] = weakref.WeakKeyDictionary()
+
+
+def _contact_words(kinds: list[str]) -> str:
+    words = [CONTACT_WORDS[k] for k in kinds if k != "any"] or [CONTACT_WORDS["any"]]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def github_login_exists(gh, login: str, *, clock: Callable[[], float] = time.monotonic) -> bool:
+    """GET /users/{login}, cached per GitHub client (a day when found, an hour when not)."""
+    owner = getattr(gh, "app", gh)
     try:
-        info = validate_email(str(contact).strip(),
-                              check_deliverability=policy.validation.email_deliverability_check)
-    except EmailNotValidError:
-        return CheckResult(ERROR, "contact", "the contact e-mail address is not valid",
-                           "Use a full address such as name@example.com.")
-    domain = info.ascii_domain.lower()
-    if _suffix_of(domain, policy.validation.disposable_email_domains):
-        return CheckResult(ERROR, "contact", "disposable e-mail addresses are not accepted",
-                           "Use an address you will still read in a few months.")
-    return CheckResult(OK, "contact", "valid (kept private, not shown here)")
+        cache = _login_cache.setdefault(owner, {})
+    except TypeError:
+        cache = {}
+    key = login.lower()
+    hit = cache.get(key)
+    now = clock()
+    if hit and hit[0] > now:
+        return hit[1]
+    try:
+        exists = bool(gh.get_user(login))
+    except NotFound:
+        exists = False
+    if len(cache) > 5000:
+        cache.clear()
+    cache[key] = (now + GITHUB_LOGIN_TTL[exists], exists)
+    return exists
+
+
+def _guess_contact(text: str) -> tuple[str | None, str]:
+    """(kind, value) from how the contact is written; kind None: a bare handle (GitHub or Discord)."""
+    prefixed = _CONTACT_PREFIX.match(text)
+    if prefixed:
+        return _PREFIX_KIND[prefixed.group(1).lower()], prefixed.group(2).strip()
+    github = re.match(r"^(?:https?://)?(?:www\.)?github\.com/([A-Za-z0-9-]+)/?$", text, re.I)
+    if github:
+        return "github", github.group(1)
+    if "://" in text or text.lower().startswith("www."):
+        return "url", text
+    if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        return "email", text
+    if _DISCORD_LEGACY.match(text):
+        return "discord", text
+    return None, text.removeprefix("@")
+
+
+def check_contact(contact: str | None, policy: Policy, *, kinds: list[str] | None = None, gh=None,
+                  description: str = "", required: bool = True) -> CheckResult | None:
+    """The contact, for the kinds the form accepts (`contact_kinds`): an e-mail (syntax, the
+    disposable-domain list, MX only when the policy asks), a GitHub login (looked up when a
+    client is given), a Discord username, a URL, or `any` non-empty text. The contact itself is
+    never quoted in a result; `data` says the kind and the normalised value for the request row."""
+    kinds = list(kinds or ["email"])
+    text = " ".join(str(contact or "").split())
+    wanted = _contact_words(kinds)
+    asks = f" The form asks: {_quote(description, 160)}" if description else ""
+    if not text:
+        if not required:
+            return None
+        return CheckResult(ERROR, "contact", "no contact given", f"Add {wanted}.{asks}")
+    kind, value = _guess_contact(text)
+    candidates = [kind] if kind else [k for k in ("github", "discord") if k in kinds]
+    allowed = [k for k in candidates if k in kinds]
+    if not allowed and len(kinds) == 1 and kinds[0] != "any":
+        return _contact_of_kind(kinds[0], value if kind else text, policy, gh)  # its own precise message
+    if not allowed:
+        if "any" in kinds and not is_placeholder(text, policy):
+            return CheckResult(OK, "contact", CONTACT_FOUND["any"], data={"kind": "any"})
+        shown = CONTACT_WORDS.get(kind or "", "a username")
+        return CheckResult(ERROR, "contact", f"the contact looks like {shown}, which this form does not accept",
+                           f"Give {wanted}.{asks}")
+    for candidate in allowed:
+        result = _contact_of_kind(candidate, value, policy, gh)
+        if result.status == OK or len(allowed) == 1:
+            return result
+    if "any" in kinds:
+        return CheckResult(OK, "contact", CONTACT_FOUND["any"], data={"kind": "any"})
+    return CheckResult(ERROR, "contact", "the contact is not " + " nor ".join(CONTACT_WORDS[k] for k in allowed),
+                       f"Give {wanted}.{asks}")
+
+
+def contact_value(contact: str | None, kind: str | None, policy: Policy) -> str | None:
+    """The contact for the private request row, in normal form for its kind (`github:login`,
+    `discord:name`, an e-mail address, a URL or the text as given)."""
+    text = " ".join(str(contact or "").split())
+    if not text or not kind:
+        return None
+    _guessed, value = _guess_contact(text)
+    if kind == "email":
+        return normalize_contact(value, policy)
+    if kind in ("github", "discord"):
+        return f"{kind}:{value.removeprefix('@')}"
+    return value if kind == "url" else text
+
+
+def _contact_of_kind(kind: str, value: str, policy: Policy, gh) -> CheckResult:
+    if kind == "email":
+        try:
+            info = validate_email(value, check_deliverability=policy.validation.email_deliverability_check)
+        except EmailNotValidError:
+            return CheckResult(ERROR, "contact", "the contact e-mail address is not valid",
+                               "Use a full address such as name@example.com.")
+        if _suffix_of(info.ascii_domain.lower(), policy.validation.disposable_email_domains):
+            return CheckResult(ERROR, "contact", "disposable e-mail addresses are not accepted",
+                               "Use an address you will still read in a few months.")
+        return CheckResult(OK, "contact", "valid e-mail address", data={"kind": "email"})
+    if kind == "github":
+        login = value.removeprefix("@")
+        if not _GITHUB_LOGIN.match(login):
+            return CheckResult(ERROR, "contact", "not a valid GitHub username",
+                               "GitHub usernames are letters, digits and single hyphens.")
+        found = "GitHub username (not looked up)"
+        if gh is not None:
+            try:
+                if not github_login_exists(gh, login):
+                    return CheckResult(ERROR, "contact", "no GitHub user has that username", "Check the spelling.")
+                found = "GitHub user found"
+            except GitHubUnavailable:
+                raise  # the delivery is retried
+            except GitHubError as exc:  # e.g. 403: not worth failing the applicant for
+                log.warning("GitHub login lookup failed (%s); the contact is checked for its syntax only", exc.status)
+        return CheckResult(OK, "contact", found, data={"kind": "github"})
+    if kind == "discord":
+        name = value.removeprefix("@")
+        if not (_DISCORD_NAME.match(name) or _DISCORD_LEGACY.match(name)):
+            return CheckResult(ERROR, "contact", "not a valid Discord username",
+                               "Discord usernames are 2-32 characters of a-z, 0-9, _ and .")
+        return CheckResult(OK, "contact", "Discord username", data={"kind": "discord"})
+    if kind == "url":
+        result = check_url(value, "contact", policy)
+        if result is None or result.status != OK:
+            return CheckResult(ERROR, "contact", "the contact is not a public http(s) address",
+                               "Use a full address such as https://example.com/contact.")
+        return CheckResult(OK, "contact", "web address", data={"kind": "url"})
+    return CheckResult(OK, "contact", CONTACT_FOUND["any"], data={"kind": "any"})
 
 
 def _tier_name(value: Any) -> tuple[str, int]:
@@ -614,7 +775,7 @@ def check_applicant(gh, session: Session, applicant_login: str, applicant_id: in
                     f"{rules.min_account_age_days})", "A maintainer will review the request.", flag=True,
                     data={"age_days": age_days}))
             else:
-                results.append(CheckResult(OK, "account", f"{age_days} days old"))
+                results.append(CheckResult(OK, "account", f"{age_days} days old", info=True))
     query = select(AccessRequest).where(AccessRequest.applicant_id == applicant_id,
                                         AccessRequest.state.in_(RequestState.OPEN))
     if request_id is not None:
@@ -642,10 +803,11 @@ def check_applicant(gh, session: Session, applicant_login: str, applicant_id: in
 # --------------------------------------------------------------------------------------------
 
 
-def check_form(parsed: ParsedForm, schema: FormSchema, policy: Policy) -> list[CheckResult]:
+def check_form(parsed: ParsedForm, schema: FormSchema, policy: Policy, spec: Form | None = None) -> list[CheckResult]:
     """The parser's problems. For a free-text issue, the hint lists the fields the form needs."""
+    spec = spec or policy.default_form
     if not parsed.from_form:
-        required = {schema.field_for_role(r, policy) for r in policy.form.required_roles} - {None}
+        required = {schema.field_for_role(r, policy, spec) for r in spec.required_roles} - {None}
         needed = ", ".join(f.label + (" (required)" if f in required or f.required else "") for f in schema.fields)
         return [CheckResult(ERROR, "form", parsed.problems[0] if parsed.problems else "not made from the form",
                             f"Open the request with the form, or edit this issue to hold these fields: {needed}.",
@@ -653,37 +815,105 @@ def check_form(parsed: ParsedForm, schema: FormSchema, policy: Policy) -> list[C
     return [CheckResult(ERROR, "form", _quote(problem, 300)) for problem in parsed.problems]
 
 
+def sort_domain_or_referrer(items: list[str]) -> tuple[list[str], list[str]]:
+    """Values of a "domain or referrer" field → (hosts, app ids): a URL or anything with a dot
+    is a host (normalised and checked as a domain), the rest is an app id."""
+    hosts, app_ids = [], []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        (hosts if "://" in text or "." in text or text.startswith("*") else app_ids).append(text)
+    return hosts, app_ids
+
+
+def _as_list(value: Any) -> list[str]:
+    from bot.forms import split_list
+
+    if isinstance(value, str):
+        return split_list(value)
+    return [str(v) for v in value or [] if str(v).strip()]
+
+
 def run_checks(session: Session, parsed: ParsedForm, policy: Policy, *, schema: FormSchema, applicant_id: int,
                applicant_login: str = "", gh=None, request_id: int | None = None,
-               resolver: Resolver | None = None) -> CheckReport:
-    """Every check on a parsed form, in the order the report lists them."""
-    report = CheckReport(results=check_form(parsed, schema, policy))
+               resolver: Resolver | None = None, spec: Form | None = None) -> CheckReport:
+    """Every check on a parsed form, in the order the report lists them.
+
+    Only roles whose field the form has are checked; a required role whose heading is missing
+    from the body already has its one ❌ from the parser, so its check is left out."""
+    spec = spec or policy.form_named(parsed.form) or policy.default_form
+    report = CheckReport(results=check_form(parsed, schema, policy, spec))
     if not parsed.from_form:
         return report
     values = parsed.values
     results = report.results
-    results.extend(check_text_fields(values, policy))
+    present = schema.roles_present(policy, spec) - set(parsed.missing_roles)
+
+    def required(role: str) -> bool:
+        field_ = schema.field_for_role(role, policy, spec)
+        return role in spec.required_roles or bool(field_ and field_.required)
+
+    for role, check in (("app_name", check_app_name), ("description", check_description)):
+        if role in present and (required(role) or str(values.get(role) or "").strip()):
+            results.append(check(values.get(role), policy))
     for role, label in (("homepage", "homepage"), ("repository", "repository")):
-        url_result = check_url(values.get(role), label, policy)
+        url_result = check_url(values.get(role), label, policy) if role in present else None
         if url_result is not None:
             results.append(url_result)
-    domain_results = check_domains(session, values, applicant_id, policy, resolver=resolver)
-    results.extend(domain_results)
-    referrer_result = check_referrer(session, values.get("referrer"), values.get("app_name"), applicant_id, policy,
-                                     request_id=request_id)
+    hosts, app_ids = sort_domain_or_referrer(_as_list(values.get("domain_or_referrer")))
+    domain_items = _as_list(values.get("domains")) + hosts
+    domain_results: list[CheckResult] = []
+    listed = [role for role in ("domain_or_referrer", "domains") if role in present]
+    if listed and not domain_items and not app_ids and any(required(role) for role in listed):
+        label = schema.field_for_role(listed[0], policy, spec).label
+        results.append(CheckResult(ERROR, "domains" if listed[0] == "domains" else "domain or referrer",
+                                   "nothing listed", f"Fill in \"{label}\"."))
+    elif listed and (domain_items or "domains" in present):
+        domain_results = check_domains(session, domain_items, applicant_id, policy, resolver=resolver)
+        if not domain_items:
+            domain_results = [replace(r, info=True) for r in domain_results]
+        results.extend(domain_results)
+    referrer_field = schema.field_for_role("referrer", policy, spec) if "referrer" in present else None
+    if referrer_field is None and "domain_or_referrer" in present:
+        referrer_field = schema.field_for_role("domain_or_referrer", policy, spec)
+    referrer_value = values.get("referrer") if "referrer" in present else None
+    if not str(referrer_value or "").strip() and app_ids:
+        referrer_value = app_ids[0]
+    if len(app_ids) > 1 or (app_ids and str(values.get("referrer") or "").strip()):
+        named = ", ".join(_quote(a, 40) for a in app_ids)
+        results.append(CheckResult(ERROR, "app id", f"more than one app id given ({named})",
+                                   "A request is for one app: keep one app id (domains may be several)."))
+    referrer_label = referrer_field.label if referrer_field else None
+    referrer_result = check_referrer(session, referrer_value, values.get("app_name"), applicant_id, policy,
+                                     request_id=request_id, field_label=referrer_label)
     results.append(referrer_result)
-    results.append(check_contact(values.get("contact"), policy))
-    tier_result = check_tier(values.get("tier"), policy)
-    results.append(tier_result)
-    if "terms" in values or "terms" in policy.form.required_roles:
-        terms_field = schema.field_for_role("terms", policy)
+    contact_result = None
+    if "contact" in present:
+        contact_field = schema.field_for_role("contact", policy, spec)
+        contact_result = check_contact(values.get("contact"), policy, kinds=spec.contact_kinds, gh=gh,
+                                       description=contact_field.description if contact_field else "",
+                                       required=required("contact"))
+        if contact_result is not None:
+            results.append(contact_result)
+    tier_result = None
+    if spec.fixed_tier:
+        tier_result = CheckResult(OK, "tier", f"{spec.fixed_tier} (every request of this form asks for it)",
+                                  data={"tier": spec.fixed_tier}, info=True)
+        results.append(tier_result)
+    elif "tier" in present:
+        tier_result = check_tier(values.get("tier"), policy)
+        results.append(tier_result)
+    if "terms" in present:
+        terms_field = schema.field_for_role("terms", policy, spec)
         results.append(check_terms(values.get("terms"), parsed.unticked.get(terms_field.id if terms_field else "", [])))
     results.extend(check_applicant(gh, session, applicant_login, applicant_id, request_id, policy))
+    contact_kind = contact_result.data.get("kind") if contact_result is not None else None
     report.normalized = {
         "domains": next((r.data["domains"] for r in domain_results if "domains" in r.data), []),
         "referrer": referrer_result.data.get("referrer"),
         "referrer_proposed": bool(referrer_result.data.get("proposed")),
-        "tier": tier_result.data.get("tier"),
-        "contact": normalize_contact(values.get("contact"), policy),
+        "tier": tier_result.data.get("tier") if tier_result is not None else None,
+        "contact": contact_value(values.get("contact"), contact_kind, policy),
     }
     return report

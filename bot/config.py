@@ -250,23 +250,95 @@ FORM_ROLES = (
     "traffic",
     "repository",
     "terms",
+    "domain_or_referrer",  # one field holding domains and/or an app id, sorted value by value
 )
+DEFAULT_ROLES = {r: r.replace("_", "-") for r in FORM_ROLES if r != "domain_or_referrer"}
+# ---- request forms (issue 12): contact kinds, form kinds, app-id rule, free-text replies ----
+CONTACT_KINDS = ("email", "github", "discord", "url", "any")
+FORM_KINDS = ("new", "upgrade", "domain_change")
 
 
 class Form(_Strict):
+    """One request form: its template, how issues are recognised, and role -> field id.
+
+    Under `forms:` the role map replaces the default one (a role not listed is absent); under
+    the single `form:` key it is merged with the defaults, and `role: null` drops a role."""
+
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,40}$")  # short name for logs and doctor
     # Where the issue form lives in the platform's repository; the bundled copy is the fallback.
     template_path: str = ".github/ISSUE_TEMPLATE/special-access.yml"
+    # A local copy of the form (relative to the policy file): checked at start-up, and used when
+    # the repository's copy cannot be read.
+    template_file: str | None = None
+    labels: list[str] = Field(default_factory=list)  # trigger labels; empty = `labels.trigger`
+    title_prefix: str = ""  # an issue titled so, with one recognised heading, is a request
+    kind: str = "new"  # new | upgrade | domain_change
     # role -> the field `id` in the form template, so a platform can keep its existing form.
-    roles: dict[str, str] = Field(default_factory=lambda: {r: r.replace("_", "-") for r in FORM_ROLES})
+    roles: dict[str, str | None] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
     required_roles: list[str] = Field(default_factory=lambda: ["app_name", "description", "contact", "tier", "terms"])
+    fixed_tier: str | None = None  # the tier every request of this form asks for (forms without a tier field)
+    aliases: dict[str, list[str]] = Field(default_factory=dict)  # field id -> older labels of that field
+    contact_kinds: list[str] = Field(default_factory=lambda: ["email"])
 
     @field_validator("roles")
     @classmethod
-    def _known_roles(cls, roles: dict[str, str]) -> dict[str, str]:
+    def _known_roles(cls, roles: dict[str, str | None]) -> dict[str, str | None]:
         unknown = sorted(set(roles) - set(FORM_ROLES))
         if unknown:
             raise ValueError(f"unknown role(s) {unknown}; known roles are {list(FORM_ROLES)}")
         return roles
+
+    @field_validator("contact_kinds")
+    @classmethod
+    def _known_contact_kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in CONTACT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown contact kind(s) {unknown}; fix: use some of {list(CONTACT_KINDS)}")
+        if not kinds:
+            raise ValueError(f"at least one contact kind is needed; fix: use some of {list(CONTACT_KINDS)}")
+        return kinds
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in FORM_KINDS:
+            raise ValueError(f"unknown form kind {kind!r}; fix: use one of {list(FORM_KINDS)}")
+        return kind
+
+    @property
+    def role_map(self) -> dict[str, str]:
+        """role -> field id, roles mapped to nothing left out."""
+        return {role: fid for role, fid in self.roles.items() if fid}
+
+    @property
+    def template_name(self) -> str:
+        return self.template_path.rsplit("/", 1)[-1]
+
+
+class AppIds(_Strict):
+    """The app-id (referrer) rule: lower-case a-z, 0-9 and -, not starting or ending with -."""
+
+    min_length: int = Field(default=3, ge=1, le=63)
+    max_length: int = Field(default=39, ge=1, le=63)
+    # An id typed with capitals or spaces ("ImgGen Bot") is taken as its suggestion ("imggen-bot")
+    # with a ⚠️; false: it is a ❌ and the suggestion is only the hint.
+    use_suggestion: bool = True
+
+    @model_validator(mode="after")
+    def _lengths(self) -> AppIds:
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) is above max_length ({self.max_length}); "
+                             "fix: make min_length the smaller one")
+        return self
+
+
+class FreeTextRequests(_Strict):
+    """Issues without the trigger label that look like an access request get one comment
+    pointing to the form (off by default)."""
+
+    reply: bool = False
+    words: list[str] = Field(default_factory=lambda: [
+        "api key", "access", "referrer", "whitelist", "allowlist", "rate limit", "tier", "quota"])
 
 
 class Validation(_Strict):
@@ -372,6 +444,9 @@ class Policy(_Strict):
     max_requestable_tier: str | None = None  # highest tier an applicant may ask for in the form
     labels: Labels = Field(default_factory=Labels)
     form: Form = Field(default_factory=Form)
+    forms: list[Form] = Field(default_factory=list)  # several forms; when set, `form` is not used
+    app_ids: AppIds = Field(default_factory=AppIds)
+    free_text_requests: FreeTextRequests = Field(default_factory=FreeTextRequests)
     validation: Validation = Field(default_factory=Validation)
     maintainers: Maintainers = Field(default_factory=Maintainers)
     keys: Keys = Field(default_factory=Keys)
@@ -392,7 +467,32 @@ class Policy(_Strict):
             raise ValueError(f"max_requestable_tier: {self.max_requestable_tier!r} is not one of the tiers {names}")
         if self.self_service.tier and self.self_service.tier not in names:
             raise ValueError(f"self_service.tier: {self.self_service.tier!r} is not one of the tiers {names}")
+        _check_forms(self, names)
         return self
+
+    # ---- request forms ----------------------------------------------------------------------
+
+    @property
+    def request_forms(self) -> list[Form]:
+        """Every request form, trigger labels filled in (`forms:`, else the single `form:`)."""
+        forms = self.forms or [self.form]
+        return [f if f.labels else f.model_copy(update={"labels": [self.labels.trigger]}) for f in forms]
+
+    @property
+    def default_form(self) -> Form:
+        return self.request_forms[0]
+
+    @property
+    def trigger_labels(self) -> list[str]:
+        return list(dict.fromkeys(label for f in self.request_forms for label in f.labels))
+
+    def form_named(self, name: str | None) -> Form | None:
+        return next((f for f in self.request_forms if name and form_key(f) == name), None)
+
+    def form_for_labels(self, labels) -> Form | None:
+        """The form whose trigger label the issue carries."""
+        present = set(labels or [])
+        return next((f for f in self.request_forms if present & set(f.labels)), None)
 
     def tier(self, name: str | None) -> Tier | None:
         name = (name or "").strip().lower()
@@ -412,6 +512,44 @@ class Policy(_Strict):
             return self.tier(self.self_service.tier)
         auto = [t for t in self.tiers if t.auto_approve]
         return min(auto, key=lambda t: t.rank) if auto else None
+
+
+def form_key(form: Form) -> str:
+    """How a form is named in the request row, logs and doctor: its `name`, else its file."""
+    return form.name or form.template_name
+
+
+def _check_forms(policy: Policy, tier_names: list[str]) -> None:
+    """Cross-field rules of the forms; each message starts with the key's path and says the fix."""
+    forms = policy.forms or [policy.form]
+    where = (lambda i: f"forms.{i}") if policy.forms else (lambda i: "form")
+    seen_labels: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, form in enumerate(forms):
+        key = where(i)
+        if form.fixed_tier is not None and form.fixed_tier not in tier_names:
+            raise ValueError(f"{key}.fixed_tier: {form.fixed_tier!r} is not a tier; fix: use one of {tier_names}")
+        roles = form.role_map
+        for role in form.required_roles:
+            if role not in FORM_ROLES:
+                raise ValueError(f"{key}.required_roles: unknown role {role!r}; fix: use roles from {list(FORM_ROLES)}")
+            if role == "tier" and form.fixed_tier:
+                continue
+            if role not in roles and not (role in ("domains", "referrer") and "domain_or_referrer" in roles):
+                raise ValueError(f"{key}.required_roles: {role!r} is required but {key}.roles maps it to no field; "
+                                 f"fix: add `{role}: <field id>` under {key}.roles or remove it from required_roles")
+        if "tier" not in roles and not form.fixed_tier and "tier" in form.required_roles:
+            raise ValueError(f"{key}.fixed_tier: the form has no tier field; fix: set {key}.fixed_tier to one of "
+                             f"{tier_names}")
+        for label in form.labels or [policy.labels.trigger]:
+            if label in seen_labels:
+                raise ValueError(f"{key}.labels: the trigger label {label!r} is also used by "
+                                 f"{where(seen_labels[label])}; fix: give each form its own trigger label")
+            seen_labels[label] = i
+        name = form_key(form)
+        if name in seen_names:
+            raise ValueError(f"{key}.name: {name!r} names two forms; fix: give each form its own `name`")
+        seen_names[name] = i
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -456,7 +594,72 @@ def load_policy(path: str | os.PathLike | None = None) -> Policy:
             raise ConfigError(f"BEEKEEPER_POLICY: {path} must hold a mapping at the top level")
         # Tiers are replaced whole, never merged item by item: a platform lists its own tiers.
         data = _deep_merge(defaults, override)
+    base = Path(path).resolve().parent if path else Path.cwd()
+    data = _absolute_template_files(data, base)
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    check_form_templates(policy, source)
+    return policy
+
+
+def _absolute_template_files(data: dict, base: Path) -> dict:
+    """`template_file` is relative to the policy file: made absolute before validation."""
+    def fix(form: Any) -> Any:
+        if isinstance(form, dict) and isinstance(form.get("template_file"), str):
+            return {**form, "template_file": str((base / form["template_file"]).expanduser())}
+        return form
+
+    data = dict(data)
+    if "form" in data:
+        data["form"] = fix(data["form"])
+    if isinstance(data.get("forms"), list):
+        data["forms"] = [fix(f) for f in data["forms"]]
+    return data
+
+
+def check_form_templates(policy: Policy, source: str = "policy") -> None:
+    """Forms with a local `template_file`: the file must be an issue form holding every field id
+    the roles, aliases and required roles name. ConfigError with the key's path and a fix."""
+    from bot.forms import FormTemplateError, parse_form_template
+
+    problems = []
+    for key, form in _keyed_forms(policy):
+        if not form.template_file:
+            continue
+        try:
+            schema = parse_form_template(Path(form.template_file).read_text(encoding="utf-8"),
+                                         source=form.template_file)
+        except OSError as exc:
+            problems.append(f"  {key}.template_file: cannot read {form.template_file}: {exc.strerror}; "
+                            "fix: give the path of a copy of the form, relative to the policy file")
+            continue
+        except FormTemplateError as exc:
+            problems.append(f"  {key}.template_file: {form.template_file} is not an issue form ({exc}); "
+                            "fix: point it at the form's YAML")
+            continue
+        problems.extend(f"  {problem}" for problem in form_mapping_problems(key, form, schema))
+    if problems:
+        raise ConfigError(f"invalid policy {source}:\n" + "\n".join(problems))
+
+
+def _keyed_forms(policy: Policy) -> list[tuple[str, Form]]:
+    if policy.forms:
+        return [(f"forms.{i}", f) for i, f in enumerate(policy.request_forms)]
+    return [("form", policy.request_forms[0])]
+
+
+def form_mapping_problems(key: str, form: Form, schema) -> list[str]:
+    """Roles and aliases naming a field id the form does not have, each with its fix."""
+    ids = [f.id for f in schema.fields]
+    problems = []
+    for role, field_id in form.role_map.items():
+        if field_id not in ids:
+            problems.append(f"{key}.roles.{role}: the form has no field with id {field_id!r} (its ids: "
+                            f"{', '.join(ids)}); fix: map {role} to one of those ids, or set it to null to drop it")
+    for field_id in form.aliases:
+        if field_id not in ids:
+            problems.append(f"{key}.aliases.{field_id}: the form has no field with id {field_id!r} "
+                            f"(its ids: {', '.join(ids)}); fix: key the old labels by the field's id")
+    return problems

@@ -408,10 +408,58 @@ def _check_recent_deliveries(report: Report, github) -> None:
 
 
 def check_form(report: Report, runtime, repo: str, gh) -> None:
+    """Every request form of the policy, as the repository has it."""
+    for spec in runtime.policy.request_forms:
+        check_one_form(report, runtime.policy, spec, repo, gh)
+
+
+def form_findings(policy, spec, schema, where: str) -> list[tuple[str, str, str]]:
+    """(status, message, fix) for one form's template against its policy entry: a required role
+    without its field is a FAIL (said here and once in the log, never in applicants' reports)."""
+    from bot.config import form_key
+
+    key = f"forms[{form_key(spec)}]" if policy.forms else "form"
+    ids = {f.id for f in schema.fields}
+    roles = spec.role_map
+    findings = []
+    required_missing = sorted(f"{role} (id: {roles.get(role, '—')})" for role in spec.required_roles
+                              if roles.get(role) not in ids and not (role == "tier" and spec.fixed_tier))
+    optional_missing = sorted(f"{role} (id: {fid})" for role, fid in roles.items()
+                              if role not in spec.required_roles and fid not in ids)
+    if required_missing:
+        findings.append((FAIL, f"{where} lacks fields the policy requires: {', '.join(required_missing)}",
+                         f"Add fields with those ids to the form, or map the roles to your form's ids in "
+                         f"`{key}.roles` (or take them out of `{key}.required_roles`)."))
+    else:
+        findings.append((OK, f"{where} has every required field", ""))
+    if optional_missing:
+        findings.append((WARN, f"{where} has no field for {', '.join(optional_missing)}: those roles are "
+                         "never checked", f"Add the fields, or drop the roles from `{key}.roles` (set them to "
+                         "null) so the policy says what the form holds."))
+    if "tier" not in roles or roles["tier"] not in ids:
+        if spec.fixed_tier:
+            findings.append((OK, f"{where} has no tier field; every request asks for {spec.fixed_tier} "
+                             f"(`{key}.fixed_tier`)", ""))
+        else:
+            findings.append((FAIL, f"{where} has no tier field and the policy names no fixed tier: requests "
+                             "from it cannot be approved without naming a tier", f"Set `{key}.fixed_tier` to the "
+                             "tier this form is for, or add a tier dropdown and map `tier` to it."))
+    for field_id in spec.aliases:
+        if field_id not in ids:
+            findings.append((WARN, f"{where} has no field {field_id!r} for the aliases in `{key}.aliases`",
+                             "Key the old labels by the id of the field they belonged to."))
+    missing_labels = [label for label in spec.labels if label not in schema.labels]
+    if missing_labels:
+        findings.append((WARN, f"{where} does not apply the label {missing_labels[0]!r}",
+                         f"Add `labels: [\"{missing_labels[0]}\"]` to the form so its issues are seen as requests"
+                         + (f" (or give titles the prefix {spec.title_prefix!r})." if spec.title_prefix else ".")))
+    return findings
+
+
+def check_one_form(report: Report, policy, spec, repo: str, gh) -> None:
     from bot.forms import FormTemplateError, parse_form_template
 
-    policy = runtime.policy
-    path = policy.form.template_path
+    path = spec.template_path
     bundled = "the bundled form (.github/ISSUE_TEMPLATE/special-access.yml in Beekeeper)"
     try:
         form_text = gh.get_file(repo, path)
@@ -419,7 +467,7 @@ def check_form(report: Report, runtime, repo: str, gh) -> None:
         if exc.status != 403:
             raise
         report.add("issue form", WARN, f"the app may not read {repo}:{path} (403); Beekeeper parses requests with "
-                   "its bundled form instead", "Grant the app `contents: read` (app settings, Permissions) if your "
+                   "its fallback form instead", "Grant the app `contents: read` (app settings, Permissions) if your "
                    "form differs from the bundled one.")
         return
     if form_text is None:
@@ -433,31 +481,14 @@ def check_form(report: Report, runtime, repo: str, gh) -> None:
                    "(Beekeeper falls back to its bundled form)",
                    f"Fix the YAML (compare with {bundled}); GitHub shows the error on the New issue page too.")
         return
-    ids = {f.id for f in schema.fields}
-    roles = policy.form.roles
-    required_missing = sorted(f"{role} (id: {roles.get(role, role)})" for role in policy.form.required_roles
-                              if roles.get(role, role) not in ids)
-    optional_missing = sorted(f"{role} (id: {fid})" for role, fid in roles.items()
-                              if role not in policy.form.required_roles and fid not in ids)
-    if required_missing:
-        report.add("issue form", FAIL, f"{repo}:{path} lacks fields the policy requires: "
-                   f"{', '.join(required_missing)}",
-                   "Add fields with those ids to the form, or map the roles to your form's ids in the policy "
-                   "(`form.roles`).")
-    else:
-        report.add("issue form", OK, f"{repo}:{path} has every required field")
-    if optional_missing:
-        report.add("issue form", WARN, f"{repo}:{path} has no field for {', '.join(optional_missing)}",
-                   "Fine if you do not need them; otherwise add the fields or change `form.roles` in the policy.")
-    if policy.labels.trigger not in schema.labels:
-        report.add("issue form", WARN, f"{repo}:{path} does not apply the label {policy.labels.trigger!r}",
-                   f"Add `labels: [\"{policy.labels.trigger}\"]` to the form so its issues are seen as requests.")
+    for status, message, fix in form_findings(policy, spec, schema, f"{repo}:{path}"):
+        report.add("issue form", status, message, fix)
 
 
 def check_labels(report: Report, runtime, repo: str, gh, *, fix: bool = False) -> None:
     policy = runtime.policy
-    trigger = policy.labels.trigger
-    wanted = [trigger, *sorted(managed_labels(policy))]
+    triggers = policy.trigger_labels
+    wanted = [*triggers, *sorted(managed_labels(policy))]
     missing = [name for name in wanted if not gh.label_exists(repo, name)]
     if fix and missing:
         for name in missing:
@@ -465,10 +496,10 @@ def check_labels(report: Report, runtime, repo: str, gh, *, fix: bool = False) -
             gh.ensure_label(repo, name, colour, description)
         report.add("labels", OK, f"{repo}: created {', '.join(missing)}")
         return
-    if trigger in missing:
+    for trigger in [t for t in triggers if t in missing]:
         report.add("labels", FAIL, f"{repo} has no label {trigger!r}: issues from the form arrive without it and are "
                    "not treated as requests", "Run `beekeeper doctor --fix-labels`, or create the label on GitHub.")
-    others = [name for name in missing if name != trigger]
+    others = [name for name in missing if name not in triggers]
     if others:
         report.add("labels", WARN, f"{repo} lacks {', '.join(others)} (created when first used)",
                    "Run `beekeeper doctor --fix-labels` to create them now with their colours and descriptions.")

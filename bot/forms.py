@@ -15,6 +15,11 @@ the fields are the longest run of candidates in template order (a heading typed 
 textarea can only stand in for a real one, never add a field). Ties are settled by GitHub's
 shape; see `_accepted_headings`.
 
+Forms change over time (issue 12): a heading also matches a field by the policy's `aliases`
+(older labels), or by holding every word of exactly one field's id; a field the in-order
+reading left out (an edited body with its sections moved) starts at its heading's first
+occurrence outside a code block. Which policy form an issue belongs to is `select_form`.
+
 `parse_issue_body` never raises on user input: whatever it cannot read becomes a problem.
 """
 
@@ -33,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from bot.config import Policy
+from bot.config import Form, Policy, form_key
 from bot.errors import RetryLater
 from bot.github import GitHubError, GitHubUnavailable
 from bot.resources import issue_form_path
@@ -76,6 +81,7 @@ class FormField:
     required_options: tuple[str, ...] = ()  # checkbox options marked `required: true`
     multiple: bool = False  # multi-select dropdown
     render: str | None = None  # textarea rendered in a code fence of this language
+    description: str = ""  # the form's own help text for the field (wording of hints)
 
     @property
     def multiline(self) -> bool:
@@ -92,12 +98,20 @@ class FormSchema:
     def field(self, field_id: str) -> FormField | None:
         return next((f for f in self.fields if f.id == field_id), None)
 
-    def field_for_role(self, role: str, policy: Policy) -> FormField | None:
-        field_id = policy.form.roles.get(role)
+    def field_for_role(self, role: str, policy: Policy, spec: Form | None = None) -> FormField | None:
+        field_id = (spec or policy.default_form).role_map.get(role)
         return self.field(field_id) if field_id else None
 
-    def role_of(self, field_id: str, policy: Policy) -> str | None:
-        return next((r for r, fid in policy.form.roles.items() if fid == field_id), None)
+    def role_of(self, field_id: str, policy: Policy, spec: Form | None = None) -> str | None:
+        return next((r for r, fid in (spec or policy.default_form).role_map.items() if fid == field_id), None)
+
+    def roles_present(self, policy: Policy, spec: Form | None = None) -> set[str]:
+        """Roles the policy maps to a field this form really has (only those are checked)."""
+        return {role for role, fid in (spec or policy.default_form).role_map.items() if self.field(fid)}
+
+    @property
+    def display_name(self) -> str:
+        return self.name.strip() or "request"
 
     @property
     def label_index(self) -> dict[str, int]:
@@ -124,12 +138,15 @@ def _field_from_item(item: Any, index: int) -> FormField | None:
     if not isinstance(label, str) or not label.strip():
         raise FormTemplateError(f"{where}: attributes.label is required")
     label = label.strip()
+    description = attributes.get("description") if isinstance(attributes, dict) else None
+    description = " ".join(str(description).split()) if description else ""
     validations = item.get("validations") or {}
     required = bool(validations.get("required")) if isinstance(validations, dict) else False
     field_id = str(item.get("id") or "").strip() or re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
     if kind == "dropdown":
         options = tuple(str(o).strip() for o in _options(attributes.get("options"), where))
-        return FormField(field_id, kind, label, required, options, multiple=bool(attributes.get("multiple")))
+        return FormField(field_id, kind, label, required, options, multiple=bool(attributes.get("multiple")),
+                         description=description)
     if kind == "checkboxes":
         labels, needed = [], []
         for option in _options(attributes.get("options"), where):
@@ -137,9 +154,11 @@ def _field_from_item(item: Any, index: int) -> FormField | None:
             labels.append(text)
             if isinstance(option, dict) and option.get("required"):
                 needed.append(text)
-        return FormField(field_id, kind, label, required or bool(needed), tuple(labels), tuple(needed))
+        return FormField(field_id, kind, label, required or bool(needed), tuple(labels), tuple(needed),
+                         description=description)
     render = attributes.get("render") if kind == "textarea" else None
-    return FormField(field_id, kind, label, required, render=str(render).strip() if render else None)
+    return FormField(field_id, kind, label, required, render=str(render).strip() if render else None,
+                     description=description)
 
 
 def parse_form_template(text: str, source: str = "bundled") -> FormSchema:
@@ -185,14 +204,16 @@ def clear_schema_cache() -> None:
     _schema_cache.clear()
 
 
-def load_form_schema(gh, repo: str | None, policy: Policy, *, ttl: float = SCHEMA_TTL_SECONDS,
-                     clock: Callable[[], float] = time.monotonic) -> FormSchema:
-    """The form template of `repo` (default branch), cached `ttl` seconds; the bundled form when
-    the repository has none, it cannot be read, or it is not a valid issue form. Rate limits and
-    GitHub outages propagate (the delivery is retried) rather than parse with the wrong form."""
-    path = policy.form.template_path
+def load_form_schema(gh, repo: str | None, policy: Policy, *, spec: Form | None = None,
+                     ttl: float = SCHEMA_TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> FormSchema:
+    """The form template of `repo` (default branch), cached `ttl` seconds; the fallback form (the
+    policy's local `template_file`, else the bundled form) when the repository has none, it
+    cannot be read, or it is not a valid issue form. Rate limits and GitHub outages propagate
+    (the delivery is retried) rather than parse with the wrong form."""
+    spec = spec or policy.default_form
+    path = spec.template_path
     if gh is None or not repo:
-        return bundled_schema()
+        return fallback_schema(spec)
     owner = getattr(gh, "app", gh)
     try:
         per_client = _schema_cache.setdefault(owner, {})
@@ -202,26 +223,68 @@ def load_form_schema(gh, repo: str | None, policy: Policy, *, ttl: float = SCHEM
     now = clock()
     if cached and cached[0] > now:
         return cached[1]
-    schema = _fetch_schema(gh, repo, path)
+    schema = _fetch_schema(gh, repo, path, spec)
     per_client[(repo, path)] = (now + ttl, schema)
     return schema
 
 
-def _fetch_schema(gh, repo: str, path: str) -> FormSchema:
+@lru_cache(maxsize=32)
+def _local_schema(path: str) -> FormSchema:
+    with open(path, encoding="utf-8") as handle:
+        return parse_form_template(handle.read(), source=path)
+
+
+def fallback_schema(spec: Form | None) -> FormSchema:
+    """The policy's local copy of the form when it names one (checked at start-up), else the bundled form."""
+    if spec is not None and spec.template_file:
+        try:
+            return _local_schema(spec.template_file)
+        except (OSError, FormTemplateError) as exc:
+            log.warning("form %s: cannot use %s (%s); using the bundled form", form_key(spec), spec.template_file, exc)
+    return bundled_schema()
+
+
+def _fetch_schema(gh, repo: str, path: str, spec: Form | None = None) -> FormSchema:
     try:
         text = gh.get_file(repo, path)
     except (RetryLater, GitHubUnavailable):
         raise
     except GitHubError as exc:  # e.g. 403 when the app may not read contents
-        log.warning("cannot read form template %s:%s (%s); using the bundled form", repo, path, exc.status)
-        return bundled_schema()
+        log.warning("cannot read form template %s:%s (%s); using the fallback form", repo, path, exc.status)
+        return fallback_schema(spec)
     if text is None:
-        return bundled_schema()
+        return fallback_schema(spec)
     try:
         return parse_form_template(text, source=f"{repo}:{path}")
     except FormTemplateError as exc:
-        log.warning("form template %s:%s is not a usable issue form (%s); using the bundled form", repo, path, exc)
-        return bundled_schema()
+        log.warning("form template %s:%s is not a usable issue form (%s); using the fallback form", repo, path, exc)
+        return fallback_schema(spec)
+
+
+def select_form(gh, repo: str | None, policy: Policy, issue: dict) -> tuple[Form, FormSchema, bool]:
+    """Which request form an issue belongs to: (form, its schema, labelled-or-titled).
+
+    A trigger label decides; else a title starting with a form's `title_prefix`; else the form
+    whose headings the body holds most of (the first form when none)."""
+    names = [label["name"] if isinstance(label, dict) else str(label) for label in issue.get("labels") or []]
+    spec = policy.form_for_labels(names)
+    if spec is not None:
+        return spec, load_form_schema(gh, repo, policy, spec=spec), True
+    title = normalize_label(str(issue.get("title") or ""))
+    forms = policy.request_forms
+    for spec in forms:
+        if spec.title_prefix.strip() and title.startswith(normalize_label(spec.title_prefix)):
+            return spec, load_form_schema(gh, repo, policy, spec=spec), True
+    if len(forms) == 1:
+        return forms[0], load_form_schema(gh, repo, policy, spec=forms[0]), False
+    body = str(issue.get("body") or "")
+    best = None
+    for spec in forms:
+        schema = load_form_schema(gh, repo, policy, spec=spec)
+        count = len(recognised_fields(body, schema, spec))
+        if best is None or count > best[2]:
+            best = (spec, schema, count)
+    return best[0], best[1], False
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,12 +300,58 @@ class ParsedForm:
     from_form: bool = False
     missing: list[str] = field(default_factory=list)  # field ids whose heading is not in the body
     unticked: dict[str, list[str]] = field(default_factory=dict)  # field id -> required boxes not ticked
+    missing_roles: list[str] = field(default_factory=list)  # required roles whose heading is absent (one ❌ each)
+    form: str = ""  # the policy's name for the form (`form_key`)
 
 
-def _find_headings(lines: list[str], schema: FormSchema) -> list[tuple[int, int]]:
-    """(line number, field index) of every line that looks like a known field heading."""
-    index = schema.label_index
+_STOP_WORDS = {"the", "a", "an", "your", "you", "to", "for", "of", "or", "and", "please", "optional",
+               "required", "if", "any", "is", "are", "this", "be", "in", "on", "we"}
+
+
+def _tokens(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", normalize_label(text).replace("e-mail", "email"))
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words if w not in _STOP_WORDS}
+
+
+def heading_index(schema: FormSchema, spec: Form | None = None) -> dict[str, int]:
+    """normalised heading -> field index: the current labels, then the policy's older labels."""
+    index = dict(schema.label_index)
+    for field_id, old_labels in (spec.aliases if spec is not None else {}).items():
+        field_ = schema.field(field_id)
+        if field_ is None:
+            continue
+        for old in old_labels:
+            index.setdefault(normalize_label(str(old)), schema.fields.index(field_))
+    return index
+
+
+def _similar_field(heading: str, schema: FormSchema, exclude: set[int]) -> int | None:
+    """The one field whose id's words all appear in `heading` ("Domain/Referrer to Approve" →
+    `domain-referrer`), or None when no field or more than one does."""
+    words = _tokens(heading)
+    matches = []
+    for i, field_ in enumerate(schema.fields):
+        if i in exclude:
+            continue
+        id_words = _tokens(field_.id.replace("_", "-"))
+        if id_words and id_words <= words:
+            matches.append(i)
+    # The most specific id wins when one id's words contain another's (domain ⊂ domain-referrer).
+    if len(matches) > 1:
+        words_of = {i: _tokens(schema.fields[i].id.replace("_", "-")) for i in matches}
+        widest = max(matches, key=lambda i: len(words_of[i]))
+        if all(words_of[i] < words_of[widest] for i in matches if i != widest):
+            return widest
+        return None
+    return matches[0] if matches else None
+
+
+def _find_headings(lines: list[str], schema: FormSchema, spec: Form | None = None) -> list[tuple[int, int]]:
+    """(line number, field index) of every line that looks like a known field heading: a label,
+    an alias, or (for a field whose heading is not in the body) an unambiguous id-like match."""
+    index = heading_index(schema, spec)
     found = []
+    unknown: list[tuple[int, str]] = []
     for number, line in enumerate(lines):
         if "###" not in line:
             continue
@@ -251,6 +360,17 @@ def _find_headings(lines: list[str], schema: FormSchema) -> list[tuple[int, int]
             field_index = index.get(normalize_label(match.group(1)))
             if field_index is not None:
                 found.append((number, field_index))
+            else:
+                unknown.append((number, match.group(1)))
+    if unknown:
+        present = {i for _, i in found}
+        guessed = [(number, i) for number, text in unknown
+                   if (i := _similar_field(text, schema, present)) is not None]
+        counts: dict[int, int] = {}
+        for _, i in guessed:
+            counts[i] = counts.get(i, 0) + 1
+        found.extend((number, i) for number, i in guessed if counts[i] == 1)  # one heading per field
+        found.sort()
     return found
 
 
@@ -337,6 +457,22 @@ def _accepted_headings(lines: list[str], candidates: list[tuple[int, int]],
     return accepted
 
 
+def _out_of_order(lines: list[str], candidates: list[tuple[int, int]],
+                  accepted: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Headings of fields the in-order chain left out (the applicant moved a section, or an old
+    form had another order): the first occurrence outside a code block starts the field."""
+    taken = {i for _, i in accepted}
+    extra: dict[int, int] = {}
+    rest = [(n, i) for n, i in candidates if i not in taken]
+    if not rest:
+        return accepted
+    fenced = _inside_fence(lines, 0, [n for n, _ in rest])
+    for number, field_index in rest:
+        if not fenced[number] and field_index not in extra:
+            extra[field_index] = number
+    return sorted(accepted + [(n, i) for i, n in extra.items()])
+
+
 def _strip_fence(text: str) -> tuple[str, bool]:
     """(inside, True) when `text` is exactly one fenced code block, else (text, False)."""
     lines = text.split("\n")
@@ -420,6 +556,26 @@ def _typed(raw: str, field_: FormField) -> Any:
     return raw
 
 
+def split_entries(raw: str) -> list[str]:
+    """A field holding several values that may contain spaces ("ImgGen Bot"): one per line,
+    commas and semicolons also separate; a line of space-separated hosts is split too."""
+    items = []
+    for line in raw.split("\n"):
+        line = _LIST_BULLET.sub("", line).strip()
+        if not line or line.startswith("#"):
+            continue
+        for part in re.split(r"[,;]+", line):
+            part = part.strip().strip("`'\"<>").strip()
+            if not part or part == NO_RESPONSE:
+                continue
+            words = part.split()
+            if len(words) > 1 and all("." in w or "://" in w for w in words):
+                items.extend(words)
+            else:
+                items.append(part)
+    return items
+
+
 def _role_value(role: str, raw: str, field_: FormField) -> Any:
     if field_.type == "checkboxes":
         states = _checkbox_states(raw, field_)
@@ -427,6 +583,8 @@ def _role_value(role: str, raw: str, field_: FormField) -> Any:
         return all(states[o] for o in needed)
     if role == "domains":
         return split_list(raw)
+    if role == "domain_or_referrer":
+        return split_entries(raw)
     if field_.type == "dropdown" and field_.multiple:
         return _split_multi(raw, field_.options)
     return raw
@@ -438,11 +596,42 @@ def _enough_headings(found: int, schema: FormSchema) -> bool:
     return found >= min(total, max(2, math.ceil(total / 2)))
 
 
-def _parse(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
+def _lines(body: str | None) -> list[str]:
     text = body if isinstance(body, str) else ("" if body is None else str(body))
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    accepted = _accepted_headings(lines, _find_headings(lines, schema), schema)
-    parsed = ParsedForm(from_form=_enough_headings(len(accepted), schema))
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _sections(lines: list[str], schema: FormSchema, spec: Form | None) -> list[tuple[int, int]]:
+    candidates = _find_headings(lines, schema, spec)
+    return _out_of_order(lines, candidates, _accepted_headings(lines, candidates, schema))
+
+
+def recognised_fields(body: str | None, schema: FormSchema, spec: Form | None = None) -> list[str]:
+    """Ids of the fields whose heading the body holds (labels, aliases, id-like matches)."""
+    return [schema.fields[i].id for _, i in _sections(_lines(body), schema, spec)]
+
+
+_warned_missing: set[tuple[str, str, str]] = set()
+
+
+def _warn_missing_field_once(schema: FormSchema, spec: Form, role: str, field_id: str) -> None:
+    """A required role whose field the form lacks is the operator's to fix (doctor FAILs it):
+    said once in the log, never in an applicant's report."""
+    key = (schema.source, form_key(spec), role)
+    if key not in _warned_missing:
+        _warned_missing.add(key)
+        log.warning("form %s (%s) has no field %r for the required role %r: run `beekeeper doctor` or "
+                    "`beekeeper policy check`", form_key(spec), schema.source, field_id, role)
+
+
+def _parse(body: str | None, schema: FormSchema, policy: Policy, spec: Form | None = None,
+           labelled: bool = False) -> ParsedForm:
+    spec = spec or policy.default_form
+    lines = _lines(body)
+    accepted = _sections(lines, schema, spec)
+    # With the trigger label (or the form's title prefix) one recognised heading is enough.
+    from_form = len(accepted) >= 1 if labelled else _enough_headings(len(accepted), schema)
+    parsed = ParsedForm(from_form=from_form, form=form_key(spec))
 
     raw_by_index: dict[int, str] = {}
     for n, (line_no, field_index) in enumerate(accepted):
@@ -459,18 +648,17 @@ def _parse(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
             states = _checkbox_states(raw, field_)
             parsed.unticked[field_.id] = [o for o in (field_.required_options or field_.options) if not states[o]]
 
-    for role, field_id in policy.form.roles.items():
+    for role, field_id in spec.role_map.items():
         field_ = schema.field(field_id)
-        required = role in policy.form.required_roles
+        required = role in spec.required_roles
         if field_ is None:
             if required:
-                parsed.problems.append(
-                    f'The request form has no field for "{role}" (id "{field_id}"); '
-                    "a maintainer needs to fix the form template or the policy.")
+                _warn_missing_field_once(schema, spec, role, field_id)
             continue
         index = schema.fields.index(field_)
         if index not in raw_by_index:
             if required and parsed.from_form:
+                parsed.missing_roles.append(role)
                 parsed.problems.append(
                     f'The "{field_.label}" field is missing (the form may have changed since this issue '
                     f'was opened): add a line "### {field_.label}" followed by your answer.')
@@ -478,14 +666,16 @@ def _parse(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
         parsed.values[role] = _role_value(role, raw_by_index[index], field_)
 
     if not parsed.from_form:
-        parsed.problems.insert(0, "This issue was not made from the special-access request form.")
+        parsed.problems.insert(0, f"This issue was not made from the {schema.display_name} form.")
     return parsed
 
 
-def parse_issue_body(body: str | None, schema: FormSchema, policy: Policy) -> ParsedForm:
-    """Typed values per role, plus problems; never raises on user input."""
+def parse_issue_body(body: str | None, schema: FormSchema, policy: Policy, *, spec: Form | None = None,
+                     labelled: bool = False) -> ParsedForm:
+    """Typed values per role, plus problems; never raises on user input. `labelled`: the issue
+    carries the form's trigger label or title prefix (one recognised heading then suffices)."""
     try:
-        return _parse(body, schema, policy)
+        return _parse(body, schema, policy, spec, labelled)
     except Exception:  # noqa: BLE001 - a parser bug must not stop the bot; it is logged and reported
         log.exception("issue form parser failed on a body of %d characters", len(body or ""))
         return ParsedForm(problems=[INTERNAL_PROBLEM])

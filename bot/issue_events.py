@@ -4,8 +4,10 @@
   not re-check.
 - labeled: only when the trigger label is added (a request filed without it, or labelled later
   by a maintainer).
-- An issue without the trigger label is ignored, unless its body clearly comes from the request
-  form: then the label is added and the request reviewed.
+- An issue without a trigger label is ignored, unless its body clearly comes from a request
+  form (or its title has the form's prefix and the body one of its headings): then the form's
+  label is added and the request reviewed. With `free_text_requests.reply`, a new unlabelled
+  issue that reads like an access request gets one comment pointing to the form (bot.free_text).
 
 Closing (withdrawal) and auto-approval belong to the application state machine, whose handlers
 run after these on the same events, in the same database session.
@@ -17,8 +19,9 @@ import logging
 
 from sqlmodel import select
 
+from bot import free_text
 from bot import labels as label_service
-from bot.forms import load_form_schema, parse_issue_body
+from bot.forms import parse_issue_body, select_form
 from bot.github import NotFound
 from bot.models import AccessRequest
 from bot.review import body_sha256, review_issue
@@ -37,9 +40,12 @@ def _body_changed(event: Event) -> bool:
     return "body" in (event.payload.get("changes") or {})
 
 
-def _looks_like_form(ctx: Context, repo: str, issue: dict) -> bool:
-    schema = load_form_schema(ctx.github, repo, ctx.policy)
-    return parse_issue_body(issue.get("body"), schema, ctx.policy).from_form
+def _form_without_label(ctx: Context, repo: str, issue: dict):
+    """The form an unlabelled issue was made from (its title prefix and one recognised heading,
+    or most of the form's headings), else None."""
+    spec, schema, titled = select_form(ctx.github, repo, ctx.policy, issue)
+    parsed = parse_issue_body(issue.get("body"), schema, ctx.policy, spec=spec, labelled=titled)
+    return spec if parsed.from_form else None
 
 
 def _request_of(ctx: Context, repo: str, issue: dict) -> AccessRequest | None:
@@ -54,8 +60,7 @@ def _already_reviewed(ctx: Context, repo: str, issue: dict) -> bool:
     return request is not None and request.body_sha256 == body_sha256(issue.get("body"))
 
 
-def _add_trigger_label(ctx: Context, repo: str, issue: dict) -> None:
-    trigger = ctx.policy.labels.trigger
+def _add_trigger_label(ctx: Context, repo: str, issue: dict, trigger: str) -> None:
     colour, description = label_service.label_spec(ctx.policy, trigger)
     ctx.github.ensure_label(repo, trigger, colour, description)
     ctx.github.add_labels(repo, int(issue["number"]), [trigger])
@@ -70,17 +75,23 @@ def review_request_issue(event: Event, ctx: Context) -> None:
         return
     if event.action == "edited" and not _body_changed(event):
         return
-    trigger = ctx.policy.labels.trigger
+    triggers = ctx.policy.trigger_labels
     if event.action == "labeled":
-        if (event.payload.get("label") or {}).get("name") != trigger or _already_reviewed(ctx, repo, issue):
+        if (event.payload.get("label") or {}).get("name") not in triggers or _already_reviewed(ctx, repo, issue):
             return
-    elif trigger not in label_service.issue_label_names(issue):
+    elif not set(triggers) & set(label_service.issue_label_names(issue)):
         # A maintainer who took the label off a known request meant it: only new issues get it back.
-        if _request_of(ctx, repo, issue) is not None or not _looks_like_form(ctx, repo, issue):
+        if _request_of(ctx, repo, issue) is not None:
             return
+        spec = _form_without_label(ctx, repo, issue)
+        if spec is None:
+            if event.action == "opened":
+                free_text.maybe_point_to_form(ctx, repo, issue)
+            return
+        trigger = spec.labels[0]
         log.info("issue %s#%s looks like a request form without the %r label: adding it", repo,
                  issue["number"], trigger)
-        _add_trigger_label(ctx, repo, issue)
+        _add_trigger_label(ctx, repo, issue, trigger)
     try:
         with ctx.session.begin_nested():  # a vanished issue leaves no half-made request behind
             review_issue(ctx, repo, issue, reason=event.action or "")

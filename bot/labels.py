@@ -11,7 +11,7 @@ from bot.config import Policy
 from bot.models import RequestState
 
 COLORS = {
-    "trigger": ("fbca04", "A special-access request (handled by Beekeeper)"),
+    "trigger": ("fbca04", "An access request made with the request form (handled by Beekeeper)"),
     "needs_info": ("d93f0b", "The request needs changes from the applicant"),
     "validated": ("0e8a16", "Every check passed; waiting for a maintainer"),
     "approved": ("1d76db", "Access granted"),
@@ -47,6 +47,8 @@ def desired_labels(policy: Policy, state: str, tier: str | None = None) -> set[s
 def label_spec(policy: Policy, name: str) -> tuple[str, str]:
     """(colour, description) for one of our labels."""
     labels = policy.labels
+    if name in policy.trigger_labels:  # every request form's trigger label
+        return COLORS["trigger"]
     for key in ("trigger", "needs_info", "validated", "approved", "rejected"):
         if getattr(labels, key) == name:
             return COLORS[key]

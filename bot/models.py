@@ -108,6 +108,7 @@ class AccessRequest(SQLModel, table=True):
     decided_at: datetime | None = None
     decided_by: str | None = Field(default=None, max_length=64)
     decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    form_name: str | None = Field(default=None, max_length=64)  # the policy's request form (forms[].name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,8 +56,9 @@ def issue_form_url(repo: str | None, **answers: str) -> str | None:
     if not repo:
         return None
     rt = runtime()
-    roles = rt.policy.form.roles
-    params = {"template": PurePosixPath(rt.policy.form.template_path).name}
+    form = next((f for f in rt.policy.request_forms if f.kind == "new"), rt.policy.default_form)
+    roles = form.role_map
+    params = {"template": PurePosixPath(form.template_path).name}
     params.update({roles.get(role, role.replace("_", "-")): value for role, value in answers.items() if value})
     return f"{rt.settings.github_url}/{repo}/issues/new?{urlencode(params)}"
 

@@ -129,11 +129,20 @@ def _apply(ctx: Context, repo: str, issue: dict, steps: list[str]) -> None:
                      source="reconcile", details={"steps": steps})
 
 
+def _trigger_issues(gh, repo: str, triggers: list[str]):
+    """Open issues carrying any request form's trigger label, each once."""
+    seen: set[int] = set()
+    for trigger in triggers:
+        for issue in gh.list_issues(repo, labels=trigger, state="open"):
+            if issue["number"] not in seen:
+                seen.add(issue["number"])
+                yield issue
+
+
 def reconcile_repo(runtime, repo: str, installation_id: int, report: ReconcileReport, *,
                    dry_run: bool = False) -> None:
     gh = runtime.github.for_installation(installation_id)
-    trigger = runtime.policy.labels.trigger
-    for issue in gh.list_issues(repo, labels=trigger, state="open"):
+    for issue in _trigger_issues(gh, repo, runtime.policy.trigger_labels):
         report.issues += 1
         ref = f"{repo}#{issue['number']}"
         session = Session(runtime.engine, expire_on_commit=False)

@@ -23,8 +23,8 @@ from sqlmodel import Session, select
 from bot import audit, comments
 from bot.checks import ERROR, OK, WARNING, CheckReport, CheckResult, run_checks
 from bot.clock import utcnow
-from bot.config import Policy
-from bot.forms import FormSchema, ParsedForm, load_form_schema, parse_issue_body
+from bot.config import Form, Policy, form_key
+from bot.forms import FormSchema, ParsedForm, load_form_schema, parse_issue_body, select_form
 from bot.labels import desired_labels, issue_label_names, sync_labels
 from bot.models import AccessRequest, Grant, RequestState
 
@@ -73,6 +73,9 @@ def _store_results(request: AccessRequest, issue: dict, parsed: ParsedForm, repo
     values = parsed.values
     normalized = report.normalized
     request.values = {role: _capped(value) for role, value in values.items()}
+    if "domain_or_referrer" in values and "domains" not in values:
+        # The hosts sorted out of a "domain or referrer" field, where the rest of Beekeeper looks.
+        request.values["domains"] = _capped(list(normalized.get("domains") or []))
     request.check_results = [r.to_dict() for r in report.results]
     request.checks_ok = report.ok
     request.needs_maintainer = report.needs_maintainer
@@ -114,12 +117,13 @@ def review_issue(ctx, repo: str, issue: dict, *, reason: str) -> AccessRequest:
     request.applicant_login = _text(user.get("login", request.applicant_login), 64)
     request.updated_at = utcnow()
 
-    schema = load_form_schema(gh, repo, policy)
+    spec, schema, labelled = select_form(gh, repo, policy, issue)
     if _should_recheck(request, reason):
-        parsed = parse_issue_body(issue.get("body"), schema, policy)
+        request.form_name = form_key(spec)[:64]
+        parsed = parse_issue_body(issue.get("body"), schema, policy, spec=spec, labelled=labelled)
         report = run_checks(session, parsed, policy, schema=schema, applicant_id=request.applicant_id,
                             applicant_login=request.applicant_login, gh=gh, request_id=request.id,
-                            resolver=ctx.extras.get("dns_resolver"))
+                            resolver=ctx.extras.get("dns_resolver"), spec=spec)
         _store_results(request, issue, parsed, report)
         if request.state not in RequestState.OPEN:  # a reopened rejected/withdrawn request
             request.decided_at = request.decided_by = request.decision_reason = None
@@ -128,7 +132,7 @@ def review_issue(ctx, repo: str, issue: dict, *, reason: str) -> AccessRequest:
             _close_if_duplicate(ctx, request, report)
     session.add(request)
     session.flush()
-    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue))
+    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue), spec=spec)
     session.flush()
     return request
 
@@ -155,22 +159,30 @@ def _grant_of(session: Session, request: AccessRequest) -> Grant | None:
 
 def refresh_status_comment(ctx, request: AccessRequest, grant: Grant | None = None) -> None:
     """Re-render the status comment from the stored results and the current state (no re-check)."""
-    schema = load_form_schema(ctx.github, request.repo, ctx.policy)
-    _upsert_status(ctx, request, schema, grant or _grant_of(ctx.session, request))
+    spec = request_form(ctx.policy, request)
+    schema = load_form_schema(ctx.github, request.repo, ctx.policy, spec=spec)
+    _upsert_status(ctx, request, schema, grant or _grant_of(ctx.session, request), spec)
     ctx.session.add(request)
     ctx.session.flush()
 
 
-def _publish(ctx, request: AccessRequest, *, schema: FormSchema, current_labels: list[str]) -> None:
+def request_form(policy: Policy, request: AccessRequest) -> Form:
+    """The policy's form a request was filed with (the first form for older rows)."""
+    return policy.form_named(request.form_name) or policy.default_form
+
+
+def _publish(ctx, request: AccessRequest, *, schema: FormSchema, current_labels: list[str],
+             spec: Form | None = None) -> None:
     grant = _grant_of(ctx.session, request)
-    _upsert_status(ctx, request, schema, grant)
+    _upsert_status(ctx, request, schema, grant, spec)
     tier = grant.tier if grant is not None else None
     sync_labels(ctx.github, ctx.policy, request.repo, request.issue_number, current_labels,
                 desired_labels(ctx.policy, request.state, tier))
 
 
-def _upsert_status(ctx, request: AccessRequest, schema: FormSchema, grant: Grant | None) -> None:
-    body = render_status(request, ctx.policy, schema, grant=grant, github_url=ctx.settings.github_url)
+def _upsert_status(ctx, request: AccessRequest, schema: FormSchema, grant: Grant | None,
+                   spec: Form | None = None) -> None:
+    body = render_status(request, ctx.policy, schema, grant=grant, github_url=ctx.settings.github_url, spec=spec)
     comment = ctx.github.upsert_comment(request.repo, request.issue_number, comments.STATUS_MARKER, body,
                                         comment_id=request.status_comment_id)
     if comment and comment.get("id"):
@@ -203,29 +215,53 @@ def _safe_label(label: str) -> comments.Trusted:
     return comments.Trusted(text[:100])
 
 
+def _section(title: str | None, results: list[CheckResult], *, folded: bool = False,
+             hints: bool = True) -> dict[str, Any]:
+    views = [_result_view(r) for r in results]
+    if not hints:
+        for view in views:
+            view["hint"] = None
+    return {"title": title, "results": views, "folded": folded}
+
+
+def status_sections(results: list[CheckResult], *, hints: bool = True) -> list[dict[str, Any]]:
+    """The report's sections, in order: the checks, then "Details" (informational ✅ lines,
+    folded). Each is {"title", "results", "folded"}; a feature with its own part of the report
+    appends a section (see `render_status(extra_sections=…)`)."""
+    main = [r for r in results if not (r.info and r.status == OK)]
+    details = [r for r in results if r.info and r.status == OK]
+    sections = [_section(None, main, hints=hints)]
+    if details:
+        sections.append(_section("Details", details, folded=True, hints=False))
+    return sections
+
+
 def render_status(request: AccessRequest, policy: Policy, schema: FormSchema, *, grant: Grant | None = None,
-                  github_url: str = "https://github.com") -> str:
-    """The status comment's markdown for a request (its hidden marker first)."""
+                  github_url: str = "https://github.com", spec: Form | None = None,
+                  extra_sections: list[dict[str, Any]] | None = None) -> str:
+    """The status comment's markdown for a request (its hidden marker first). Every word naming
+    the form comes from the policy or the form's own `name`."""
+    spec = spec or request_form(policy, request)
     results = [CheckResult.from_dict(r) for r in request.check_results or []]
     not_from_form = any(r.name == "form" and r.data.get("fields") for r in results)
     form_link = None
     if _REPO.match(request.repo or ""):
-        template = policy.form.template_path.rsplit("/", 1)[-1]
-        form_link = comments.Trusted(f"{github_url.rstrip('/')}/{request.repo}/issues/new?template={template}")
-    views = [_result_view(r) for r in results]
-    if not_from_form:
-        for view in views:
-            view["hint"] = None  # the skeleton below the heading says it better
+        form_link = comments.Trusted(
+            f"{github_url.rstrip('/')}/{request.repo}/issues/new?template={spec.template_name}")
+    # For a free-text issue the skeleton below the heading says it better than the hints.
+    sections = status_sections(results, hints=not not_from_form) + list(extra_sections or [])
     return comments.render(
         "status.md",
         marker=comments.Trusted(comments.STATUS_MARKER),
         state=request.state,
-        results=views,
+        sections=sections,
         errors=sum(r.status == ERROR for r in results),
         needs_maintainer=request.needs_maintainer,
         not_from_form=not_from_form,
         skeleton=[_safe_label(f.label) for f in schema.fields] if not_from_form else [],
         form_link=form_link,
+        form_name=schema.display_name,
+        contact_visible="contact" in schema.roles_present(policy, spec),
         referrer=request.referrer,
         requested_tier=request.requested_tier,
         grant_tier=grant.tier if grant is not None else None,

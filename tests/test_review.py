@@ -233,3 +233,17 @@ def test_dns_resolver_comes_from_the_context(ctx, session, fake_github):
 def test_the_bot_comment_is_authored_by_the_app(ctx, session, fake_github):
     review_issue(ctx, REPO, file_issue(fake_github, body()), reason="opened")
     assert status_comments(fake_github)[0]["user"]["login"] == BOT_USER["login"]
+
+
+def test_a_missing_required_section_is_one_error_and_counted_once(ctx, session, fake_github):
+    without_contact = "\r\n\r\n".join(
+        ("### " + part if i else part) for i, part in enumerate(
+            p for p in body().split("\r\n\r\n### ") if not p.startswith("Contact e-mail")))
+    issue = file_issue(fake_github, without_contact)
+    request = review_issue(ctx, REPO, issue, reason="opened")
+    errors = [r for r in request.check_results if r["status"] == "error"]
+    assert [r["name"] for r in errors] == ["form"] and '"Contact e-mail" field is missing' in errors[0]["message"]
+    text = status_comments(fake_github)[0]["body"]
+    assert "fix the 1 point marked ❌" in text and text.count("\n- ❌") == 1
+    # Informational lines sit in the folded details, after the checks.
+    assert text.index("<details><summary>Details</summary>") > text.index("**App name**")

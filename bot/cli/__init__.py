@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "bot.cli.requests",
     "bot.cli.keys",
     "bot.cli.allowlist",  # gateways, signing-keys, allowlist export
+    "bot.cli.policy",  # policy check (forms dry run)
 ]
 
 
