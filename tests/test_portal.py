@@ -151,7 +151,7 @@ def test_self_service_refuses_an_app_id_of_another_user(client, session, db, wor
     sign_in(client, APPLICANT, world)
     page = client.post("/me/self-service", data={"csrf_token": csrf(client), "app_id": "taken",
                                                  "domains": ""}).get_data(as_text=True)
-    assert "already taken" in page
+    assert "belongs to another GitHub account" in page
     assert grants_of(db, APPLICANT) == []
 
 
@@ -253,7 +253,7 @@ def test_a_bad_or_taken_domain_is_refused_with_the_reason(client, session, db, w
     grant = make_grant(session, tier="seed", app_id="mine", domains=())
     sign_in(client, APPLICANT, world)
     post(client, f"/me/grants/{grant.id}/domains", domain="taken.example.com")
-    assert "already granted to another app" in client.get("/me").get_data(as_text=True)
+    assert "already granted to another GitHub account" in client.get("/me").get_data(as_text=True)
     post(client, f"/me/grants/{grant.id}/domains", domain="localhost")
     assert "not reachable from the internet" in client.get("/me").get_data(as_text=True)
     assert read(db, select(GrantDomain).where(GrantDomain.grant_id == grant.id)) == []
