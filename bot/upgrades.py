@@ -109,7 +109,8 @@ def summary_text(direction: str, app_id: str, from_tier: str, to_tier: str, adde
     return f"{_TITLES.get(direction, 'Change')} of {app_id}: " + "; ".join(parts)
 
 
-def summary_markdown(direction: str, app_id: str, from_tier: str, to_tier: str, added: list[str]):
+def summary_markdown(direction: str, app_id: str, from_tier: str, to_tier: str, added: list[str], *,
+                     nothing: bool = False):
     """The same sentence for a comment: app id, tiers and domains as code, everything else escaped."""
     from bot.applications import code
     from bot.comments import Trusted
@@ -117,7 +118,8 @@ def summary_markdown(direction: str, app_id: str, from_tier: str, to_tier: str, 
     parts = [f"{code(from_tier)} → {code(to_tier)}" if from_tier != to_tier else f"tier {code(to_tier)} (unchanged)"]
     if added:
         parts.append("domains: " + ", ".join(f"+{code(d)}" for d in added))
-    return Trusted(f"{_TITLES.get(direction, 'Change')} of {code(app_id)}: " + "; ".join(parts))
+    tail = ": this request changes nothing" if nothing else ""
+    return Trusted(f"{_TITLES.get(direction, 'Change')} of {code(app_id)}: " + "; ".join(parts) + tail)
 
 
 def plan(session: Session, grant: Grant, tier: str | None, domains: list[str] | None) -> Change:
@@ -174,6 +176,7 @@ def annotate(session: Session, report: CheckReport, policy: Policy, applicant_id
         "grant_id": target.id, "app_id": target.app_id, "from": change.from_tier, "to": change.to_tier,
         "direction": change.direction(policy), "added": change.added, "domains": change.current,
         "created_at": _aware(target.created_at).isoformat() if target.created_at else None, "age_days": age_days,
+        "live_keys": _live_keys(session, target),
     }
     ref = f"{target.repo}#{target.issue_number}" if target.repo and target.issue_number else None
     if change.direction(policy) == NONE:
@@ -187,6 +190,18 @@ def annotate(session: Session, report: CheckReport, policy: Policy, applicant_id
     normalized["referrer_proposed"] = False
     normalized["upgrade_of"] = target.id
     return report
+
+
+def _live_keys(session: Session, grant: Grant) -> int:
+    """How many keys of the grant work now (Beekeeper does not see request traffic: gateways do)."""
+    from sqlalchemy import func
+
+    from bot.models import ApiKey
+
+    now = utcnow()
+    return int(session.exec(select(func.count()).select_from(ApiKey).where(
+        ApiKey.grant_id == grant.id, ApiKey.revoked_at == None,  # noqa: E711
+        (ApiKey.expires_at == None) | (ApiKey.expires_at > now))).one())  # noqa: E711
 
 
 def _aware(value: datetime) -> datetime:
@@ -212,12 +227,14 @@ def status_view(results: list) -> tuple[dict | None, list]:
     ref = found.ref if found.ref and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#[0-9]+", found.ref) else None
     view = {
         "title": summary_markdown(str(data.get("direction")), str(data.get("app_id")), str(data.get("from")),
-                                  str(data.get("to")), [str(d) for d in data.get("added") or []]),
+                                  str(data.get("to")), [str(d) for d in data.get("added") or []],
+                                  nothing=data.get("direction") == NONE),
         "ok": found.status != "error",
         "app_id": code(str(data.get("app_id"))),
         "tier": code(str(data.get("from"))),
         "domains": [code(str(d)) for d in data.get("domains") or []],
         "since": since,
+        "live_keys": data.get("live_keys"),
         "ref": Trusted(ref) if ref else None,
         "hint": found.hint if found.status == "error" else None,
     }
