@@ -21,7 +21,8 @@ grant exists already (same app id, same owner) is unchanged, or updated (tier, a
 through bot.upgrades like an upgrade; so re-running the same file changes nothing. The rows
 that pass are applied in one transaction (each in a savepoint); `strict` applies nothing when
 any row was refused. Imported grants have no keys until their owner claims them, and are in the
-allowlist at once (one version bump per grant).
+allowlist at once: one allowlist version for every grant the import created (updates of
+existing grants get one each, as upgrades do).
 
 `export_rows` writes the same format, so importing an export gives back the same export.
 """
@@ -39,9 +40,9 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, select
 
-from bot import audit, grants, upgrades
-from bot.checks import domain_conflicts, homograph_problem, normalize_domain, normalize_referrer
-from bot.clock import isoformat
+from bot import grants, upgrades, versioning
+from bot.checks import homograph_problem, normalize_domain, normalize_referrer
+from bot.clock import isoformat, utcnow
 from bot.config import Policy
 from bot.models import Grant, GrantDomain, GrantStatus
 
@@ -340,18 +341,84 @@ def _resolve_owner(plan: Plan, users: UserLookup | None) -> tuple[int, str]:
     return found
 
 
-def _database_conflicts(session: Session, plan: Plan, owner_id: int, existing: Grant | None) -> None:
-    """Someone else's app id or domain (the CLI may name the holder: it is for operators)."""
-    exclude = existing.id if existing is not None else None
+@dataclass
+class _Held:
+    grant_id: int
+    app_id: str
+    owner_id: int
+    login: str
+
+
+class _Index:
+    """The grants and active domains, read once (two queries) and kept up to date as rows are
+    applied, so checking a row costs no round trip to the database. The database's unique
+    indexes still decide: a concurrent writer makes the import fail as a whole, never half."""
+
+    def __init__(self, session: Session):
+        self.apps: dict[str, Grant] = {g.app_id: g for g in session.exec(select(Grant)).all()}
+        by_id = {g.id: g for g in self.apps.values()}
+        self.domains: dict[str, _Held] = {}
+        self.by_grant: dict[int, list[str]] = {}
+        self.suffixes: dict[str, set[str]] = {}  # "b.c" -> active domains ending in ".b.c"
+        self.created: list[Grant] = []
+        for grant_id, domain in session.exec(
+                select(GrantDomain.grant_id, GrantDomain.domain).where(GrantDomain.active == True)  # noqa: E712
+                .order_by(GrantDomain.id)).all():
+            grant = by_id.get(grant_id)
+            if grant is not None and grant.status == GrantStatus.ACTIVE:
+                self.add(grant, domain)
+
+    def add(self, grant: Grant, domain: str) -> None:
+        self.domains[domain] = _Held(grant.id, grant.app_id, grant.github_user_id, grant.github_login)
+        self.by_grant.setdefault(grant.id, []).append(domain)
+        labels = domain.removeprefix("*.").split(".")
+        for i in range(1, len(labels)):
+            self.suffixes.setdefault(".".join(labels[i:]), set()).add(domain)
+
+    def conflict(self, domain: str, owner_id: int, grant_id: int | None) -> str | None:
+        """Why `domain` cannot go to a grant of `owner_id`: the rules of bot.checks and of the
+        unique index (an exact holder; another account's wildcard covering it or covered by it)."""
+        held = self.domains.get(domain)
+        if held is not None and held.grant_id != grant_id:
+            return f"domain {domain} is in active grant #{held.grant_id} ({held.app_id}, {held.login})"
+        labels = domain.removeprefix("*.").split(".")
+        start = 0 if domain.startswith("*.") else 1
+        covering = ["*." + ".".join(labels[i:]) for i in range(start, len(labels) - 1)]
+        covered: list[str] = []
+        if domain.startswith("*."):
+            base = domain[2:]
+            covered = sorted(({base} if base in self.domains else set()) | self.suffixes.get(base, set()))
+        for other in [*covering, *covered]:
+            held = self.domains.get(other)
+            if other == domain or held is None or held.owner_id == owner_id or held.grant_id == grant_id:
+                continue
+            verb = "is covered by" if other in covering else "would cover"
+            return f"domain {domain} {verb} {other} of active grant #{held.grant_id} ({held.app_id}, {held.login})"
+        return None
+
+
+def _create(session: Session, index: _Index, plan: Plan, owner_id: int, owner_login: str, *, actor: str,
+            source: str) -> Grant:
+    """What bot.grants.create_grant does (grant, domains, audit row), with the checks already made
+    against the index and one flush; the allowlist version comes once for the whole import."""
+    from bot.models import AuditEvent
+
+    now = utcnow()
+    grant = Grant(app_id=plan.app_id, tier=plan.tier, status=GrantStatus.ACTIVE, github_user_id=owner_id,
+                  github_login=owner_login[:64], approved_by=actor[:64], source=ORIGIN,
+                  created_at=plan.created or now, updated_at=now, note=plan.note)
+    session.add(grant)
+    session.flush()
     for domain in plan.domains:
-        holders = grants.domain_holders(session, [domain], exclude_grant_id=exclude)
-        for holder in holders.values():
-            raise Refusal(f"domain {domain} is in active grant #{holder.id} ({holder.app_id}, "
-                          f"{holder.github_login})")
-        for held, holder in domain_conflicts(session, domain, owner_id):
-            if holder.id != exclude:
-                raise Refusal(f"domain {domain} is covered by {held.domain} of active grant #{holder.id} "
-                              f"({holder.app_id}, {holder.github_login})")
+        session.add(GrantDomain(grant_id=grant.id, domain=domain, active=True, created_at=now))
+    session.add(AuditEvent(at=now, actor=actor[:64], action="grant.created", grant_id=grant.id, subject=plan.app_id,
+                           source=source, details={"tier": plan.tier, "domains": plan.domains, "app_id": plan.app_id,
+                                                   "imported": {"line": plan.line, "owner_id": owner_id}}))
+    index.apps[grant.app_id] = grant
+    index.created.append(grant)  # one allowlist version for all of them, at the end (import_rows)
+    for domain in plan.domains:
+        index.add(grant, domain)
+    return grant
 
 
 def import_rows(session: Session, policy: Policy, rows: list[Row], *, actor: str, source: str,
@@ -364,21 +431,23 @@ def import_rows(session: Session, policy: Policy, rows: list[Row], *, actor: str
     seen_app: dict[str, int] = {}
     seen_domain: dict[str, int] = {}
     whole = session.begin_nested()
+    index = _Index(session)
     for row in rows:
-        outcome = _one_row(session, policy, row, actor=actor, source=source, users=users, seen_app=seen_app,
-                           seen_domain=seen_domain)
+        outcome = _one_row(session, policy, index, row, actor=actor, source=source, users=users,
+                           seen_app=seen_app, seen_domain=seen_domain)
         outcomes.append(outcome)
         if on_row is not None:
             on_row(outcome)
     if strict and any(o.action == REFUSED for o in outcomes):
         whole.rollback()
     else:
+        versioning.bump_many(session, index.created, "created")
         whole.commit()
     return outcomes
 
 
-def _one_row(session: Session, policy: Policy, row: Row, *, actor: str, source: str, users: UserLookup | None,
-             seen_app: dict[str, int], seen_domain: dict[str, int]) -> Outcome:
+def _one_row(session: Session, policy: Policy, index: _Index, row: Row, *, actor: str, source: str,
+             users: UserLookup | None, seen_app: dict[str, int], seen_domain: dict[str, int]) -> Outcome:
     app_hint = _text(row.values.get("app_id")).lower()[:64]
     try:
         plan = check_row(row, policy)
@@ -388,15 +457,18 @@ def _one_row(session: Session, policy: Policy, row: Row, *, actor: str, source: 
             if domain in seen_domain:
                 raise Refusal(f"domain {domain} is also on line {seen_domain[domain]}")
         owner_id, owner_login = _resolve_owner(plan, users)
-        existing = grants.app_id_holder(session, plan.app_id)
+        existing = index.apps.get(plan.app_id)
         if existing is not None and existing.github_user_id != owner_id:
             raise Refusal(f"app id {plan.app_id} belongs to grant #{existing.id} of {existing.github_login} "
                           f"(GitHub id {existing.github_user_id}), not to id {owner_id}")
         if existing is not None and existing.status != GrantStatus.ACTIVE:
             raise Refusal(f"app id {plan.app_id} is grant #{existing.id}, {existing.status}; app ids are never "
                           "reused")
-        _database_conflicts(session, plan, owner_id, existing)
-        outcome = _apply(session, plan, existing, owner_id, owner_login, actor=actor, source=source)
+        for domain in plan.domains:
+            problem = index.conflict(domain, owner_id, existing.id if existing is not None else None)
+            if problem:
+                raise Refusal(problem)
+        outcome = _apply(session, index, plan, existing, owner_id, owner_login, actor=actor, source=source)
     except Refusal as exc:
         return Outcome(row.line, app_hint, REFUSED, str(exc))
     except (grants.GrantConflict, grants.GrantNotActive) as exc:
@@ -408,32 +480,23 @@ def _one_row(session: Session, policy: Policy, row: Row, *, actor: str, source: 
     return outcome
 
 
-def _apply(session: Session, plan: Plan, existing: Grant | None, owner_id: int, owner_login: str, *, actor: str,
-           source: str) -> Outcome:
+def _apply(session: Session, index: _Index, plan: Plan, existing: Grant | None, owner_id: int, owner_login: str, *,
+           actor: str, source: str) -> Outcome:
     if existing is None:
-        with session.begin_nested():
-            grant = grants.create_grant(session, None, plan.tier, actor, app_id=plan.app_id, domains=plan.domains,
-                                        source=source, origin=ORIGIN, github_user_id=owner_id,
-                                        github_login=owner_login[:64])
-            if plan.created is not None:
-                grant.created_at = plan.created
-            grant.note = plan.note
-            session.add(grant)
-            audit.record(session, actor[:64], "grant.imported", grant_id=grant.id, subject=grant.app_id,
-                         source=source, details={"line": plan.line, "owner_id": owner_id, "tier": plan.tier,
-                                                 "domains": plan.domains})
-            session.flush()
+        _create(session, index, plan, owner_id, owner_login, actor=actor, source=source)
         described = f"tier {plan.tier}, owner {owner_login} ({owner_id})"
         if plan.domains:
             described += ", domains " + " ".join(plan.domains)
         return Outcome(plan.line, plan.app_id, CREATED, described)
+    current = index.by_grant.get(existing.id, [])
+    added = [d for d in plan.domains if d not in current]
+    if plan.tier == existing.tier and not added:
+        return Outcome(plan.line, plan.app_id, UNCHANGED, "")
     with session.begin_nested():
-        current = grants.active_domains(session, existing)
-        added = [d for d in plan.domains if d not in current]
         changed = upgrades.apply_changes(session, existing, tier=plan.tier, add_domains=added, actor=actor,
                                          source=source, details={"import_line": plan.line})
-    if not changed:
-        return Outcome(plan.line, plan.app_id, UNCHANGED, "")
+    for domain in added:
+        index.add(existing, domain)
     parts = []
     if "tier" in changed:
         parts.append(f"tier → {plan.tier}")

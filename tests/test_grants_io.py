@@ -86,19 +86,28 @@ def test_import_resolves_logins_and_refuses_bad_rows_by_line(cli, runtime, fake_
     assert (demo.source, demo.claimable) == ("import", True)
     with Session(runtime.engine) as s:
         assert s.exec(select(ApiKey)).all() == []  # no keys until the owner claims them
-        assert versioning.current_version(s) == 2  # in the allowlist at once, one version per grant
+        assert versioning.current_version(s) == 1  # in the allowlist at once: one version for the import
+        assert {g.version for g in s.exec(select(Grant))} == {1}
 
 
-def test_imported_grants_are_in_the_allowlist(cli, runtime, client, tmp_path):
+def test_imported_grants_are_in_the_allowlist(cli, runtime, session, client, tmp_path):
     from tests.allowlist_support import add_gateway, bearer
 
-    cli("grants", "import", write(tmp_path, "g.jsonl", json.dumps(
-        {"app_id": "demo-app", "owner_login": "alice-dev", "tier": "flower", "domains": ["demo-app.org"]}) + "\n"))
-    with Session(runtime.engine) as s:
-        credential = add_gateway(s, "edge-1")
+    grants.create_grant(session, None, "seed", "maria", app_id="older", domains=[], source="test",
+                        github_user_id=STRANGER["id"], github_login=STRANGER["login"])
+    session.commit()
+    credential = add_gateway(session, "edge-1")
+    before = client.get("/v1/allowlist", headers=bearer(credential)).get_json()["version"]
+    cli("grants", "import", write(tmp_path, "g.jsonl", "\n".join(json.dumps(row) for row in (
+        {"app_id": "demo-app", "owner_login": "alice-dev", "tier": "flower", "domains": ["demo-app.org"]},
+        {"app_id": "sams-app", "owner_id": 7001, "tier": "seed"})) + "\n"))
     document = client.get("/v1/allowlist", headers=bearer(credential)).get_json()
     [entry] = [g for g in document["grants"] if g["app_id"] == "demo-app"]
     assert entry["domains"] == ["demo-app.org"] and entry["referrers"] == ["demo-app"]
+    # a gateway polling with ?since= gets every imported grant in the delta of the one new version
+    assert document["version"] == before + 1
+    delta = client.get(f"/v1/allowlist?since={before}", headers=bearer(credential)).get_json()
+    assert sorted(g["app_id"] for g in delta["grants"]) == ["demo-app", "sams-app"]
 
 
 def test_reimporting_the_same_file_changes_nothing(cli, runtime, tmp_path):
