@@ -196,3 +196,10 @@ def test_export_to_standard_output_as_json_lines(cli, session):
 def test_a_file_without_a_header_is_a_clear_error(cli, tmp_path):
     out = cli("grants", "import", write(tmp_path, "g.csv", "demo-app,alice-dev\n"), code=1)
     assert "the CSV header must name the columns" in out
+
+
+def test_progress_bar_lists_only_the_refused_rows(cli, tmp_path):
+    out = cli("grants", "import", write(tmp_path, "grants.csv", GOOD_AND_BAD), "--progress", code=1)
+    assert "Importing 5 rows" in out
+    assert "line 2: created" not in out and "line 4: refused pages-app" in out
+    assert "5 rows: 2 created, 0 updated, 0 unchanged, 3 refused" in out

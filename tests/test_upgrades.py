@@ -192,16 +192,18 @@ def test_a_downgrade_with_tier_after_an_upgrade_follows_on_both_issues(client, w
 
 
 def test_a_request_for_a_lower_tier_is_a_downgrade_on_the_same_path(client, worker, runtime, fake_github, flower):
-    grant, _ = flower
-    second = open_issue(client, worker, fake_github, number=2, body=body(tier="seed"))
-    report = status_body(fake_github, 2)
-    assert "Downgrade of `demo-app`: `flower` → `seed`" in report
-    if request_row(runtime, 2).state != RequestState.APPROVED:  # seed may be approved by policy at once
-        post_comment(client, worker, fake_github, second, MAINTAINER, "/approve")
+    grant, plaintext = flower
+    keys_before = key_rows(runtime, grant.id)
+    open_issue(client, worker, fake_github, number=2, body=body(tier="seed"))
+    assert "Downgrade of `demo-app`: `flower` → `seed`" in status_body(fake_github, 2)
+    # seed is approved by the policy when nothing is flagged: the owner asked for less
+    row = request_row(runtime, 2)
+    assert (row.state, row.decided_by, row.upgrade_grant_id) == (RequestState.APPROVED, "system", grant.id)
     after = the_grant(runtime)
-    assert (after.id, after.tier) == (grant.id, "seed")
-    assert request_row(runtime, 2).upgrade_grant_id == grant.id
-    assert "tier:seed" in fake_github.issue_labels(REPO, 1)
+    assert (after.id, after.tier) == (grant.id, "seed") and key_rows(runtime, grant.id) == keys_before
+    for number in (1, 2):
+        assert "tier:seed" in fake_github.issue_labels(REPO, number)
+        assert fake_github.issues[(REPO, number)]["state"] == "closed"
 
 
 def test_a_request_that_changes_nothing_says_so(client, worker, runtime, fake_github, flower):

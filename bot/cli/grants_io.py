@@ -66,9 +66,12 @@ def register(main: click.Group) -> None:
     @click.option("--strict", is_flag=True, help="Apply nothing when any row is refused.")
     @click.option("--installation", type=int, default=None, help="GitHub App installation id for user look-ups.")
     @click.option("--as", "as_login", default=None, help="GitHub login recorded as the actor.")
+    @click.option("--progress/--no-progress", default=None,
+                  help="A progress bar and only the refused rows (default: when the output is a terminal), "
+                       "or a line per row.")
     @pass_state
     def grants_import(state, file: str, fmt: str | None, dry_run: bool, strict: bool, installation: int | None,
-                      as_login: str | None) -> None:
+                      as_login: str | None, progress: bool | None) -> None:
         """Import grants from FILE (CSV or JSON lines: app_id, owner_login and/or owner_id, tier,
         domains, referrers, created, note). Idempotent: the same file again changes nothing."""
         from bot import grants_io
@@ -89,7 +92,7 @@ def register(main: click.Group) -> None:
         runtime = state.runtime
         actor, source = actor_and_source(as_login)
         source = f"{source} import {Path(file).name if file != '-' else 'stdin'}"[:300]
-        interactive = sys.stdout.isatty()
+        interactive = sys.stdout.isatty() if progress is None else progress
         with session_scope(runtime.engine) as session:
             if interactive and rows:
                 with click.progressbar(length=len(rows), label=f"Importing {len(rows)} rows",
