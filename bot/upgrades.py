@@ -179,7 +179,10 @@ def annotate(session: Session, report: CheckReport, policy: Policy, applicant_id
         "live_keys": _live_keys(session, target),
     }
     ref = f"{target.repo}#{target.issue_number}" if target.repo and target.issue_number else None
-    if change.direction(policy) == NONE:
+    # Nothing to change (same tier, no new domain) is an error, unless the tier itself is missing
+    # or wrong: the tier check says so already.
+    data["nothing"] = change.direction(policy) == NONE and bool(normalized.get("tier"))
+    if data["nothing"]:
         summary = CheckResult(ERROR, UPGRADE, change.summary(policy) + ": this request changes nothing",
                               "Ask for another tier or add a domain, or withdraw this request with /withdraw.",
                               ref=ref, data=data)
@@ -228,7 +231,7 @@ def status_view(results: list) -> tuple[dict | None, list]:
     view = {
         "title": summary_markdown(str(data.get("direction")), str(data.get("app_id")), str(data.get("from")),
                                   str(data.get("to")), [str(d) for d in data.get("added") or []],
-                                  nothing=data.get("direction") == NONE),
+                                  nothing=bool(data.get("nothing"))),
         "ok": found.status != "error",
         "app_id": code(str(data.get("app_id"))),
         "tier": code(str(data.get("from"))),
