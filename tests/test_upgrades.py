@@ -83,12 +83,12 @@ def flower(client, worker, runtime, fake_github):
         issued = keys.claim(s, s.get(Grant, grant.id), APPLICANT["id"], prefix=runtime.policy.keys.prefix)
         plaintext = {item.kind: item.plaintext for item in issued}
         s.commit()
-    return grant, plaintext
+    return grant, plaintext, first
 
 
 def test_upgrade_changes_the_same_grant_keeps_keys_and_links_both_issues(client, worker, runtime, fake_github,
                                                                           flower, app):
-    grant, plaintext = flower
+    grant, plaintext, _ = flower
     keys_before = key_rows(runtime, grant.id)
 
     second = open_issue(client, worker, fake_github, number=2,
@@ -141,7 +141,7 @@ def test_upgrade_changes_the_same_grant_keeps_keys_and_links_both_issues(client,
 
 
 def test_reject_of_an_upgrade_changes_nothing(client, worker, runtime, fake_github, flower):
-    grant, _ = flower
+    grant, _, _ = flower
     second = open_issue(client, worker, fake_github, number=2,
                         body=body(tier="nectar", domains="demo-app.org\napi.demo-app.org"))
     before, keys_before = version(runtime), key_rows(runtime, grant.id)
@@ -158,7 +158,7 @@ def test_reject_of_an_upgrade_changes_nothing(client, worker, runtime, fake_gith
 
 
 def test_an_upgrade_request_by_someone_else_is_a_conflict(client, worker, runtime, fake_github, flower):
-    grant, _ = flower
+    grant, _, _ = flower
     other = open_issue(client, worker, fake_github, number=2, user=STRANGER,
                        body=body(tier="nectar", domains="demo-app.org\napi.demo-app.org"))
     report = status_body(fake_github, 2)
@@ -175,7 +175,7 @@ def test_an_upgrade_request_by_someone_else_is_a_conflict(client, worker, runtim
 
 
 def test_a_downgrade_with_tier_after_an_upgrade_follows_on_both_issues(client, worker, runtime, fake_github, flower):
-    grant, _ = flower
+    grant, _, _ = flower
     second = open_issue(client, worker, fake_github, number=2, body=body(tier="nectar"))
     assert "Upgrade of `demo-app`: `flower` → `nectar`" in status_body(fake_github, 2)
     post_comment(client, worker, fake_github, second, MAINTAINER, "/approve")
@@ -192,7 +192,7 @@ def test_a_downgrade_with_tier_after_an_upgrade_follows_on_both_issues(client, w
 
 
 def test_a_request_for_a_lower_tier_is_a_downgrade_on_the_same_path(client, worker, runtime, fake_github, flower):
-    grant, plaintext = flower
+    grant, _, _ = flower
     keys_before = key_rows(runtime, grant.id)
     open_issue(client, worker, fake_github, number=2, body=body(tier="seed"))
     assert "Downgrade of `demo-app`: `flower` → `seed`" in status_body(fake_github, 2)
@@ -214,7 +214,7 @@ def test_a_request_that_changes_nothing_says_so(client, worker, runtime, fake_gi
 
 
 def test_an_upgrade_is_found_by_domain_when_no_app_id_is_given(client, worker, runtime, fake_github, flower):
-    grant, _ = flower
+    grant, _, _ = flower
     second = open_issue(client, worker, fake_github, number=2,
                         body=body(tier="nectar", referrer="", domains="demo-app.org\nwww.demo-app.org"))
     assert "Upgrade of `demo-app`" in status_body(fake_github, 2)
@@ -222,3 +222,15 @@ def test_an_upgrade_is_found_by_domain_when_no_app_id_is_given(client, worker, r
     assert the_grant(runtime).id == grant.id
     assert domains_of(runtime, grant.id) == ["demo-app.org", "www.demo-app.org"]
 
+
+
+def test_a_revoked_grant_is_not_upgraded_and_its_app_id_is_not_reused(client, worker, runtime, fake_github, flower):
+    grant, _, first = flower
+    post_comment(client, worker, fake_github, first, MAINTAINER, "/revoke Key published.")
+    second = open_issue(client, worker, fake_github, number=2, body=body(tier="nectar"))
+    assert "Upgrade of" not in status_body(fake_github, 2)
+    before = version(runtime)
+    post_comment(client, worker, fake_github, second, MAINTAINER, "/approve --force")
+    assert the_grant(runtime).status == "revoked" and version(runtime) == before
+    [reply] = [c for c in fake_github.bot_comments(REPO, 2) if "beekeeper:reply" in c["body"]]
+    assert "never reused" in reply["body"]
