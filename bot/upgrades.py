@@ -414,10 +414,12 @@ def sync_linked_labels(ctx: Context, grant: Grant, published: AccessRequest | No
     follow the new tier too."""
     from bot.labels import desired_labels, issue_label_names, sync_labels
 
+    others = [r for r in linked_requests(ctx.session, grant)
+              if (published is None or r.id != published.id) and r.state == RequestState.APPROVED]
+    if not others:
+        return  # no GitHub call (a grant without issues may be changed where no installation is known)
     gh = ctx.github
-    for other in linked_requests(ctx.session, grant):
-        if (published is not None and other.id == published.id) or other.state != RequestState.APPROVED:
-            continue
+    for other in others:
         issue = gh.get_issue(other.repo, other.issue_number)
         sync_labels(gh, ctx.policy, other.repo, other.issue_number, issue_label_names(issue),
                     desired_labels(ctx.policy, RequestState.APPROVED, grant.tier))
