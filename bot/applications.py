@@ -316,7 +316,14 @@ def approve(ctx: Context, request: AccessRequest, actor: str, *, tier: str | Non
     if problems and not force:
         return Result(REFUSED, "The checks did not pass. Fix them with the applicant (/needs-info), or approve "
                       "anyway with /approve --force.", request, problems=problems)
-    taken = grants.conflicts(session, app_id, domains)
+    from bot import upgrades
+
+    target = upgrades.find_target(session, request.applicant_id, app_id, domains,
+                                  by_domain=not (request.values or {}).get("referrer"))
+    if target is not None:  # the applicant's own app: change that grant (upgrade, downgrade, domains)
+        return upgrades.approve_upgrade(ctx, request, target, tier_obj, domains, actor, source=source,
+                                        problems=problems)
+    taken = upgrades.public_conflicts(session, request.applicant_id, app_id, domains)
     if taken:
         return Result(REFUSED, "The grant cannot be created: its app id or a domain is taken (--force cannot "
                       "change that).", request, problems=taken)
@@ -437,6 +444,9 @@ def change_tier(ctx: Context, grant: Grant, actor: str, tier: str, *, source: st
         publish(ctx, request, key=key, template="tier_changed.md", labels_for=(RequestState.APPROVED, tier_obj.name),
                 grant=grant, tier=tier_context(tier_obj), previous=previous, app_id=code(grant.app_id),
                 approver=actor_text(actor, source))
+    from bot import upgrades
+
+    upgrades.sync_linked_labels(ctx, grant, request)  # issues of earlier upgrades show the new tier too
     return Result(DONE, f"Grant {grant.app_id} moved from tier {previous} to {tier_obj.name}.", request, grant)
 
 

@@ -326,8 +326,10 @@ def _domain_findings(session: Session, domain: str, applicant_id: int, policy: P
                                     data={"domain": domain}))
     for grant_domain, grant in domain_conflicts(session, domain, applicant_id):
         findings.append(CheckResult(
-            ERROR, "domains", f"{domain} is already granted to another app ({grant.app_id}, as {grant_domain.domain})",
-            "Remove it, or if the domain is now yours, say so in a comment: a maintainer will check.",
+            ERROR, "domains", f"{domain} is already granted to another GitHub account's app"
+            + (f" (as {grant_domain.domain})" if grant_domain.domain != domain else ""),
+            "Remove it, or if the domain is now yours, say so in a comment: a maintainer will check "
+            "(they see who holds it).",
             conflict=True, data={"domain": domain, "grant_id": grant.id, "granted": grant_domain.domain}))
     if policy.validation.dns_check:
         lookup = resolver or resolve_host
@@ -451,7 +453,9 @@ def check_referrer(session: Session, referrer: str | None, app_name: str | None,
         return CheckResult(ERROR, "app id", f"{name} is reserved", "Choose another app id.")
     grant = referrer_grant(session, name)
     if grant is not None and grant.github_user_id != applicant_id:
-        return CheckResult(ERROR, "app id", f"{name} is already taken by another app", "Choose another app id.",
+        return CheckResult(ERROR, "app id", f"{name} belongs to another GitHub account's app: only its owner can "
+                           "ask to change it", "Choose another app id. If this app is yours under another "
+                           "account, say so in a comment: a maintainer will check.",
                            conflict=True, data={"referrer": name, "grant_id": grant.id})
     if grant is not None:
         return CheckResult(WARNING, "app id", f"{name} is already yours (tier {grant.tier})",
@@ -916,4 +920,6 @@ def run_checks(session: Session, parsed: ParsedForm, policy: Policy, *, schema: 
         "tier": tier_result.data.get("tier") if tier_result is not None else None,
         "contact": contact_value(values.get("contact"), contact_kind, policy),
     }
-    return report
+    from bot import upgrades  # a request for an app the applicant holds is an upgrade (issue 13)
+
+    return upgrades.annotate(session, report, policy, applicant_id)

@@ -54,7 +54,10 @@ def grant_for_request(session: Session, request: AccessRequest) -> Grant | None:
     """The grant an approved request produced (the newest, should there ever be several)."""
     if request.id is None:
         return None
-    return session.exec(select(Grant).where(Grant.request_id == request.id).order_by(Grant.id.desc())).first()
+    grant = session.exec(select(Grant).where(Grant.request_id == request.id).order_by(Grant.id.desc())).first()
+    if grant is None and request.upgrade_grant_id is not None:
+        grant = session.get(Grant, request.upgrade_grant_id)  # an approved upgrade changed this grant
+    return grant
 
 
 def active_domains(session: Session, grant: Grant) -> list[str]:

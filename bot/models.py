@@ -109,6 +109,9 @@ class AccessRequest(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     form_name: str | None = Field(default=None, max_length=64)  # the policy's request form (forms[].name)
+    # Upgrades (bot.upgrades): the existing grant an approved request changed (tier, domains)
+    # instead of creating a new one. Set on approval only.
+    upgrade_grant_id: int | None = Field(default=None, index=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +146,8 @@ class Grant(SQLModel, table=True):
     version: int = 0
     # True while a key may be claimed (approval, rotation); the claim flips it off.
     claimable: bool = True
+    # Import (bot.grants_io): a free-text note carried over from the platform's old records.
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class GrantDomain(SQLModel, table=True):

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from sqlmodel import Session
 
-from bot import domain_changes, keys, page_format, self_service
+from bot import domain_changes, keys, page_format, self_service, upgrades
 from bot.access import my_access, owned_grant
 from bot.auth import login_required
 from bot.db import session_scope
@@ -90,11 +90,9 @@ def home():
         access = my_access(db, rt.policy, user.id)
         repo = request_repository(db)
     tiers = higher_tiers(rt.policy)
-    upgrade_links = {
-        view.grant.id: [(t, issue_form_url(repo, app_name=view.grant.app_id, referrer=view.grant.app_id, tier=t.name))
-                        for t in tiers if view.tier is None or t.rank > view.tier.rank]
-        for view in access.grants if view.active
-    }
+    upgrade_links = {view.grant.id: upgrade_form_links(repo, view) for view in access.grants if view.active}
+    instant_upgrades = {view.grant.id: upgrades.self_service_tiers(rt.policy, view.grant)
+                        for view in access.grants if view.active}
     return render_template(
         "pages/portal_home.html",
         user=user,
@@ -103,8 +101,21 @@ def home():
         self_service=self_service_offer(access),
         request_links=[(t, issue_form_url(repo, tier=t.name)) for t in tiers],
         upgrade_links=upgrade_links,
+        instant_upgrades=instant_upgrades,
         github_url=rt.settings.github_url,
     )
+
+
+def upgrade_form_links(repo: str | None, view) -> list[tuple]:
+    """"Request an upgrade" of a grant: the issue form pre-filled with the grant's app name, app id
+    and domains and a tier above its own, one link per such tier (bot.upgrades reads the request
+    as an upgrade of this grant; a maintainer decides, tiers above the form's cap included)."""
+    policy = runtime().policy
+    request = view.request
+    app_name = (request.app_name if request is not None and request.app_name else None) or view.grant.app_id
+    domains = "\n".join(d.domain for d in view.domains)
+    return [(t, issue_form_url(repo, app_name=app_name, referrer=view.grant.app_id, domains=domains, tier=t.name))
+            for t in sorted(policy.tiers, key=lambda t: t.rank) if view.tier is None or t.rank > view.tier.rank]
 
 
 def self_service_offer(access) -> dict | None:
@@ -165,6 +176,25 @@ def self_service_page():
     tier = eligibility.tier
     return render_template("pages/portal_self_service.html", tier=tier, eligibility=eligibility, form=form,
                            problems=problems, form_link=issue_form_url(repo, tier=tier.name))
+
+
+@bp.post("/me/grants/<int:grant_id>/upgrade")
+@login_required
+def upgrade_now(grant_id: int):
+    """Move the grant to a higher tier the policy approves automatically, at once (bot.upgrades)."""
+    user = signed_in_user()
+    rt = runtime()
+    tier = (request.form.get("tier") or "").strip().lower()[:32]
+    try:
+        with session_scope(rt.engine) as db:
+            grant = _owned(db, grant_id, user.id)
+            upgrades.self_service_upgrade(db, rt.policy, grant, user.id, tier, user.login, source=SOURCE)
+            app_id = grant.app_id
+        flash(f"{app_id} is now on the {tier} tier; your keys stay the same. Gateways pick it up with the next "
+              "allowlist version.", "success")
+    except upgrades.Refused as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
 
 
 # --------------------------------------------------------------------------------------------

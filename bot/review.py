@@ -152,9 +152,9 @@ def _close_if_duplicate(ctx, request: AccessRequest, report: CheckReport) -> Non
 
 
 def _grant_of(session: Session, request: AccessRequest) -> Grant | None:
-    if request.id is None:
-        return None
-    return session.exec(select(Grant).where(Grant.request_id == request.id).order_by(Grant.id.desc())).first()
+    from bot.grants import grant_for_request
+
+    return grant_for_request(session, request)
 
 
 def refresh_status_comment(ctx, request: AccessRequest, grant: Grant | None = None) -> None:
@@ -243,6 +243,9 @@ def render_status(request: AccessRequest, policy: Policy, schema: FormSchema, *,
     the form comes from the policy or the form's own `name`."""
     spec = spec or request_form(policy, request)
     results = [CheckResult.from_dict(r) for r in request.check_results or []]
+    from bot.upgrades import status_view
+
+    upgrade, results = status_view(results)  # an upgrade request: its own section at the top
     not_from_form = any(r.name == "form" and r.data.get("fields") for r in results)
     form_link = None
     if _REPO.match(request.repo or ""):
@@ -268,4 +271,5 @@ def render_status(request: AccessRequest, policy: Policy, schema: FormSchema, *,
         app_id=grant.app_id if grant is not None else request.referrer,
         decision_reason=request.decision_reason,
         decided_by=request.decided_by,
+        upgrade=upgrade,
     )

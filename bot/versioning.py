@@ -43,6 +43,28 @@ def bump(session: Session, grant: Grant, change: str) -> int:
     return version
 
 
+def bump_many(session: Session, grants: list[Grant], change: str) -> int | None:
+    """One new version for a batch of grants changed together (an import): each gets it and a
+    change-log row, so a delta since the version before lists them all. None for no grants."""
+    if not grants:
+        return None
+    _ensure_counter(session)
+    version = session.execute(
+        update(AllowlistCounter)
+        .where(AllowlistCounter.id == 1)
+        .values(version=AllowlistCounter.version + 1)
+        .returning(AllowlistCounter.version)
+    ).scalar_one()
+    now = utcnow()
+    for grant in grants:
+        grant.version = version
+        grant.updated_at = now
+        session.add(grant)
+        session.add(AllowlistChange(version=version, grant_id=grant.id, app_id=grant.app_id, change=change, at=now))
+    session.flush()
+    return version
+
+
 def prune_changes(session: Session, keep_versions: int) -> int:
     """Forget change-log rows older than the last `keep_versions` versions; returns how many.
 

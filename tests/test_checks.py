@@ -199,7 +199,8 @@ def test_domain_granted_to_another_user_is_a_conflict(session):
     grant(session, "bobsapp", BOB, ["shared.com"])
     results = check_domains(session, ["shared.com"], ALICE, POLICY)
     conflict = next(r for r in results if r.conflict)
-    assert conflict.status == ERROR and "already granted to another app (bobsapp" in conflict.message
+    assert conflict.status == ERROR and "already granted to another GitHub account's app" in conflict.message
+    assert "bobsapp" not in conflict.message  # the holder is not named in public (the dashboard shows it)
     assert conflict.data["grant_id"] is not None
 
 

@@ -100,11 +100,23 @@ def test_higher_tiers_link_to_the_prefilled_issue_form(client, session, db, worl
     sign_in(client, APPLICANT, world)
     page = client.get("/me").get_data(as_text=True)
     assert "https://github.com/acme/access/issues/new?template=special-access.yml&amp;tier=flower" in page
-    # an upgrade for an existing grant carries its app name and app id
+    # "Request an upgrade" of an existing grant carries its app name, app id and domains
     assert ("https://github.com/acme/access/issues/new?template=special-access.yml&amp;app-name=tinyapp"
             "&amp;referrer=tinyapp&amp;tier=flower") in page
-    assert "tier=nectar" not in page  # above max_requestable_tier: only a maintainer's /tier gives it
+    # a new request stops at max_requestable_tier; an upgrade may ask above it (a maintainer decides)
+    assert "special-access.yml&amp;tier=nectar" not in page
+    assert "referrer=tinyapp&amp;tier=nectar" in page and "Request an upgrade to nectar" in page
     assert grant.tier == "seed"
+
+
+def test_request_an_upgrade_prefills_the_domains_and_only_higher_tiers(client, session, db, world):
+    make_grant(session, tier="flower", app_id="demo-app", domains=("demo-app.org", "api.demo-app.org"))
+    sign_in(client, APPLICANT, world)
+    page = client.get("/me").get_data(as_text=True)
+    assert ("issues/new?template=special-access.yml&amp;app-name=demo-app&amp;referrer=demo-app"
+            "&amp;domains=api.demo-app.org%0Ademo-app.org&amp;tier=nectar") in page
+    assert "Request an upgrade to seed" not in page and "Request an upgrade to flower" not in page
+    assert "Upgrade to" not in page  # no automatic tier above flower in the default policy
 
 
 # --- Self-service -------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def test_self_service_refuses_an_app_id_of_another_user(client, session, db, wor
     sign_in(client, APPLICANT, world)
     page = client.post("/me/self-service", data={"csrf_token": csrf(client), "app_id": "taken",
                                                  "domains": ""}).get_data(as_text=True)
-    assert "already taken" in page
+    assert "belongs to another GitHub account" in page
     assert grants_of(db, APPLICANT) == []
 
 
@@ -253,7 +265,7 @@ def test_a_bad_or_taken_domain_is_refused_with_the_reason(client, session, db, w
     grant = make_grant(session, tier="seed", app_id="mine", domains=())
     sign_in(client, APPLICANT, world)
     post(client, f"/me/grants/{grant.id}/domains", domain="taken.example.com")
-    assert "already granted to another app" in client.get("/me").get_data(as_text=True)
+    assert "already granted to another GitHub account" in client.get("/me").get_data(as_text=True)
     post(client, f"/me/grants/{grant.id}/domains", domain="localhost")
     assert "not reachable from the internet" in client.get("/me").get_data(as_text=True)
     assert read(db, select(GrantDomain).where(GrantDomain.grant_id == grant.id)) == []
@@ -339,3 +351,36 @@ def test_nobody_else_can_claim_rotate_or_revoke(client, session, db, world):
         response = post(client, url)
         assert response.status_code == 404 and "bk_" not in response.get_data(as_text=True)
     assert len(read(db, select(ApiKey))) == 2 and fetch(db, ApiKey, key.id).revoked_at is None
+
+
+SPROUT_POLICY = """tiers:
+  - {name: seed, rank: 1, requests_per_minute: 60, concurrency: 2, daily_quota: 10000, auto_approve: true}
+  - {name: sprout, rank: 2, requests_per_minute: 120, concurrency: 4, daily_quota: 20000, auto_approve: true}
+  - {name: flower, rank: 3, requests_per_minute: 300, concurrency: 8, daily_quota: 100000}
+max_requestable_tier: flower
+"""
+
+
+def test_self_service_upgrades_to_a_higher_automatic_tier_at_once(client, session, db, world, runtime, tmp_path):
+    runtime.policy = policy_file(tmp_path, SPROUT_POLICY)
+    grant = make_grant(session, tier="seed", app_id="tinyapp", domains=())
+    theirs = make_grant(session, owner=STRANGER, tier="seed", app_id="theirs", domains=())
+    sign_in(client, APPLICANT, world)
+    page = client.get("/me").get_data(as_text=True)
+    assert "Upgrade to sprout now" in page and "Upgrade to flower now" not in page
+    before = current_version_of(db)
+
+    # Not an automatic tier, and not one's own grant: refused, nothing changes.
+    client.post(f"/me/grants/{grant.id}/upgrade", data={"csrf_token": csrf(client), "tier": "flower"})
+    assert "needs a maintainer" in client.get("/me").get_data(as_text=True)
+    assert client.post(f"/me/grants/{theirs.id}/upgrade",
+                       data={"csrf_token": csrf(client), "tier": "sprout"}).status_code == 404
+    assert current_version_of(db) == before
+
+    client.post(f"/me/grants/{grant.id}/upgrade", data={"csrf_token": csrf(client), "tier": "sprout"})
+    [mine] = grants_of(db, APPLICANT)
+    assert (mine.id, mine.tier) == (grant.id, "sprout")
+    assert current_version_of(db) == before + 1
+    [changed] = read(db, select(AuditEvent).where(AuditEvent.action == "grant.tier_changed"))
+    assert (changed.actor, changed.details["from"], changed.details["to"]) == (APPLICANT["login"], "seed", "sprout")
+    assert [g.tier for g in grants_of(db, STRANGER)] == ["seed"]

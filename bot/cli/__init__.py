@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "bot.cli.core",
     "bot.cli.ops",  # after core: adds `db copy` to core's `db` group
     "bot.cli.requests",
+    "bot.cli.grants_io",  # after requests: adds `grants import/export` to its `grants` group
     "bot.cli.keys",
     "bot.cli.allowlist",  # gateways, signing-keys, allowlist export
     "bot.cli.policy",  # policy check (forms dry run)
