@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from bot import domain_changes, keys, page_format, self_service
 from bot.access import my_access, owned_grant
-from bot.auth import login_required
+from bot.auth import login_required, renew_session
 from bot.db import session_scope
 from bot.errors import RetryLater
 from bot.github import GitHubError
@@ -271,6 +271,8 @@ def rotate_key(grant_id: int):
     with session_scope(rt.engine) as db:
         rotation = keys.rotate(db, _owned(db, grant_id, user.id), user.login,
                                grace_hours=rt.policy.keys.rotation_grace_hours, source=SOURCE)
+    if rotation.changed:
+        renew_session(user.id)  # a key changed: sessions elsewhere (a copied cookie) end, this one stays
     if rotation.changed and rotation.expires_at is not None:
         flash(f"{rotation.message} Your current key keeps working until {page_format.when(rotation.expires_at)}.",
               "success")
@@ -291,6 +293,8 @@ def revoke_key(grant_id: int, key_id: int):
             abort(404, description="There is no such key on this grant.")
         done = keys.revoke_key(db, key, user.login, "revoked by its owner in the portal", source=SOURCE)
         display = key.display
+    if done:
+        renew_session(user.id)
     flash(f"{display} is revoked: gateways refuse it from the next allowlist version. Rotate to get a new key."
           if done else f"{display} was already revoked.", "success" if done else "info")
     return redirect(url_for("portal.home") + f"#grant-{grant_id}")
