@@ -93,7 +93,7 @@ class Site:
         self.server.server_close()
 
 
-def test_settings(settings, dns: LocalDNS, site: Site | None = None, *, allow_private: bool = True):
+def proof_settings(settings, dns: LocalDNS, site: Site | None = None, *, allow_private: bool = True):
     """Settings that send DNS lookups to the local server and the file fetch to the local site."""
     return dataclasses.replace(
         settings, dns_nameserver="127.0.0.1", dns_port=dns.port, domain_proof_timeout=3.0,
