@@ -245,7 +245,7 @@ def verify_proof(grant_id: int, proof_id: int):
         domain, token = proof.domain, proof.token
     check = domain_proof.Prover(rt.settings).check(methods, domain, token)
     with session_scope(rt.engine) as db:
-        proof = db.get(DomainProof, proof_id)
+        proof = db.get(DomainProof, proof_id, with_for_update=True)  # two Verify clicks: the second waits
         outcome = domain_proof.record_check(db, rt.policy, proof, check, user.login, user.id)
     if outcome.status == "added":
         flash(f"{domain} is verified and added. Gateways pick it up with the next allowlist version.", "success")
@@ -253,8 +253,10 @@ def verify_proof(grant_id: int, proof_id: int):
         with Session(rt.engine) as db:
             _tell_issue(db, db.get(Grant, grant_id), outcome.result, user.login)
         flash(f"{domain} is verified and now waits for a maintainer's review.", "info")
-    else:
+    elif outcome.status == "failed":
         flash(f"{domain} is not verified yet: " + " ".join(outcome.problems), "error")
+    else:
+        flash(" ".join(outcome.problems), "error")
     return redirect(url_for("portal.home") + f"#grant-{grant_id}")
 
 
