@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import secrets
 import threading
 
@@ -173,6 +174,31 @@ def test_processes_starting_at_once_agree_on_one_key(db):
     assert len(keys) == 8 and len(set(keys)) == 1
     with Session(db) as s:
         assert len(s.exec(select(InstanceSecret)).all()) == 1
+
+
+def _start_process(url: str, barrier, results) -> None:
+    """A fresh process (its own engine and pool) asking for the key at the same moment as others."""
+    from bot.db import make_engine
+
+    engine = make_engine(url)
+    barrier.wait()
+    results.put(sessions.shared_secret_key(engine))
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_separate_processes_starting_at_once_agree_on_one_key(db, database_url):
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    processes = [context.Process(target=_start_process, args=(database_url, barrier, results)) for _ in range(3)]
+    for p in processes:
+        p.start()
+    keys = [results.get(timeout=60) for _ in processes]
+    for p in processes:
+        p.join(timeout=60)
+    assert all(p.exitcode == 0 for p in processes)
+    assert len(set(keys)) == 1
+    assert sessions.shared_secret_key(db) == keys[0]  # and this process reads the same one
 
 
 def test_the_shared_key_never_appears_in_logs(settings, policy, db, github, world, caplog):
