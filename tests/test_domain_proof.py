@@ -81,6 +81,7 @@ def verify(client, grant, proof):
 def test_self_service_domains_are_pending_until_proven_and_the_page_says_what_to_create(client, db, world,
                                                                                        local_net):
     sign_in(client, APPLICANT, world)
+    assert "prove it is yours" in client.get("/me/self-service").get_data(as_text=True)
     response = self_serve(client, "app.mychat.dev\n*.mychat.dev")
     assert response.status_code == 302
     grant = the_grant(db)
