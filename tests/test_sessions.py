@@ -37,6 +37,12 @@ def client_with_cookie(app, value: str):
     return other
 
 
+def fresh_cookie(app, world) -> str:
+    client = app.test_client()
+    sign_in(client, APPLICANT, world)
+    return cookie_of(client)
+
+
 def signed_in(client) -> bool:
     response = client.get("/me")
     assert response.status_code in (200, 302), response.status_code
@@ -59,8 +65,10 @@ def test_a_cookie_replayed_after_logout_is_signed_out(app, client, world):
     replay = client_with_cookie(app, stolen)
     response = replay.get("/me")
     assert response.status_code == 302 and "/auth/login" in response.headers["Location"]
-    # the stale cookie is not taken as anybody: no name on the sign-in page either
-    assert APPLICANT["login"] not in replay.get("/auth/login?next=/me").get_data(as_text=True)
+    # the stale cookie is not taken as anybody: no "Signed in as" in the header of any page either
+    assert f"Signed in as <strong>@{APPLICANT['login']}" in client_with_cookie(app, fresh_cookie(app, world)).get(
+        "/claim/someapp").get_data(as_text=True)
+    assert "Signed in as" not in client_with_cookie(app, stolen).get("/claim/someapp").get_data(as_text=True)
 
 
 def test_logout_ends_the_sessions_on_other_devices_and_a_new_sign_in_works(app, world):
