@@ -188,6 +188,17 @@ def test_domain_proof_none_takes_domains_at_once(client, db, world, runtime):
     assert active_domains(db, grant) == ["app.mychat.dev"] and proofs_of(db, grant) == {}
 
 
+def test_a_pending_domain_goes_in_when_the_policy_stops_asking_for_proof(client, db, world, runtime, local_net,
+                                                                        dns_server):
+    sign_in(client, APPLICANT, world)
+    self_serve(client, "app.mychat.dev")
+    grant = the_grant(db)
+    proof = proofs_of(db, grant)["app.mychat.dev"]
+    runtime.policy = with_proof(runtime.policy, "none")
+    assert "is verified and added" in verify(client, grant, proof)
+    assert active_domains(db, grant) == ["app.mychat.dev"] and dns_server.zone.queries == []
+
+
 # --- the portal's "Add a domain" on an automatic tier -------------------------------------------------
 
 
@@ -273,6 +284,8 @@ def test_redirects_stay_on_the_same_host(settings, dns_server, site):
     site.pages[("app.mychat.dev", "/elsewhere.txt")] = Page(body=b"tok")
     check = prover(settings, dns_server, site)
     assert check.http("app.mychat.dev", "tok") is None
+    site.pages[("app.mychat.dev", path)] = Page(302, location=f"http://app.mychat.dev:{site.port}/elsewhere.txt")
+    assert check.http("app.mychat.dev", "tok") is None  # an absolute URL on the same host and port
     site.pages[("app.mychat.dev", path)] = Page(302, location=f"http://evil.dev:{site.port}/tok.txt")
     site.pages[("evil.dev", "/tok.txt")] = Page(body=b"tok")
     assert "redirects to another host" in check.http("app.mychat.dev", "tok")
