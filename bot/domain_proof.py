@@ -188,7 +188,8 @@ class Prover:
             except _TooLarge:
                 return f"File: {where} is larger than {MAX_BYTES} bytes."
             if status in (301, 302, 303, 307, 308) and location:
-                target = urlsplit(urljoin(f"{self.scheme}://{host}{path}", location))
+                netloc = host if self._port == self._default_port else f"{host}:{self._port}"
+                target = urlsplit(urljoin(f"{self.scheme}://{netloc}{path}", location))
                 if target.scheme != self.scheme or (target.hostname or "").lower() != host \
                         or (target.port or self._default_port) != self._port:
                     return f"File: {where} redirects to another host; the file must be served by {host} itself."
