@@ -183,7 +183,7 @@ class Prover:
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 status, location, body = self._get(host, addresses[0], path, deadline)
-            except (OSError, http.client.HTTPException, TimeoutError, ssl.SSLError) as exc:
+            except (OSError, http.client.HTTPException) as exc:  # timeouts and TLS errors are OSErrors
                 return f"File: {where} could not be fetched ({exc.__class__.__name__})."
             except _TooLarge:
                 return f"File: {where} is larger than {MAX_BYTES} bytes."
