@@ -320,3 +320,19 @@ def test_the_policy_refuses_an_unknown_proof_mode(tmp_path):
     path.write_text("tiers:\n  - {name: seed, rank: 1, requests_per_minute: 1, concurrency: 1, domain_proof: maybe}\n")
     with pytest.raises(ConfigError, match="domain_proof"):
         load_policy(path)
+
+
+def test_a_site_that_never_answers_is_given_up_on(settings, dns_server, site):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # connections are taken by the kernel and never answered
+    try:
+        dns_server.zone.a["app.mychat.dev"] = "127.0.0.1"
+        check = prover(settings, dns_server, site, domain_proof_http_port=silent.getsockname()[1],
+                       domain_proof_timeout=0.5)
+        problem = check.http("app.mychat.dev", "tok")
+        assert "could not be fetched" in problem and "Timeout" in problem
+    finally:
+        silent.close()
