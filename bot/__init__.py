@@ -45,6 +45,8 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
 
     from bot import health, web, webhooks
 
+    web.install_sessions(app, runtime)  # BEEKEEPER_SECRET_KEY, else one key shared through the database
+
     app.register_blueprint(health.bp)
     # POST /webhook is answered before Flask's request handling (see bot.webhooks).
     app.wsgi_app = webhooks.WebhookIntake(app.wsgi_app, runtime)

@@ -8,7 +8,10 @@
 GitHub sends the browser back, so nobody can sign a visitor in to an account of their choosing
 (login CSRF); it is used once. `next` must be a path on this site (no open redirect).
 
-Only who the visitor is stays in the session: {"id": numeric GitHub id, "login", "avatar_url"}.
+Only who the visitor is stays in the session: {"id": numeric GitHub id, "login", "avatar_url"}, and
+the user's session generation (`_gen`, bot.sessions) at sign-in. Every request compares it with the
+database: logout bumps the generation, so a cookie replayed after logout (or copied from another
+device) is treated as signed out.
 The user access token is used for that one GET /user and then dropped: it is never stored, never
 logged. The authorize and token URLs are under BEEKEEPER_GITHUB_URL and the user lookup under
 BEEKEEPER_GITHUB_API_URL, so GitHub Enterprise Server and a local fake work the same way.
@@ -24,8 +27,11 @@ import secrets
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from sqlmodel import Session
 
+from bot import sessions
+from bot.db import reader, session_scope
 from bot.errors import RetryLater
 from bot.github import GitHubError, Transport, oauth_user
 from bot.web import check_csrf
@@ -36,6 +42,7 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 USER_KEY = "user"
 STATE_KEY = "_oauth"
+GENERATION_KEY = "_gen"  # the user's session generation when this session was issued
 
 
 class OAuthRefused(Exception):
@@ -48,11 +55,29 @@ class OAuthRefused(Exception):
 
 
 def current_user() -> dict | None:
-    """The signed-in GitHub user as {"id", "login", "avatar_url"}, or None."""
+    """The signed-in GitHub user as {"id", "login", "avatar_url"}, or None. A session issued at an
+    older generation than the database's (a logout or key change since) counts as signed out."""
     user = session.get(USER_KEY)
-    if isinstance(user, dict) and isinstance(user.get("id"), int) and user.get("login"):
-        return user
-    return None
+    if not (isinstance(user, dict) and isinstance(user.get("id"), int) and user.get("login")):
+        return None
+    issued = session.get(GENERATION_KEY)
+    checked = g.get("_bk_session_checked")
+    if checked is None or checked[0] != (user["id"], issued):
+        with Session(reader(_runtime().engine)) as db:
+            current = sessions.generation(db, user["id"])
+        checked = g._bk_session_checked = ((user["id"], issued), isinstance(issued, int) and issued == current)
+    if not checked[1]:
+        session.pop(USER_KEY, None)
+        session.pop(GENERATION_KEY, None)
+        return None
+    return user
+
+
+def renew_session(user_id: int) -> None:
+    """End every other session of this user and keep the current one (after a key change)."""
+    with session_scope(_runtime().engine) as db:
+        session[GENERATION_KEY] = sessions.end_sessions(db, user_id)
+    g.pop("_bk_session_checked", None)
 
 
 def login_url(next_path: str | None = None) -> str:
@@ -182,13 +207,20 @@ def callback():
         return _problem(502, "GitHub did not answer", "GitHub's answer did not say who you are. Please try again.",
                         target)
     session.clear()  # nothing from before the sign-in (another account, an old CSRF token) survives it
+    with Session(reader(_runtime().engine)) as db:
+        generation = sessions.generation(db, int(user["id"]))
     session[USER_KEY] = {"id": int(user["id"]), "login": str(user["login"]),
                          "avatar_url": str(user.get("avatar_url") or "")}
+    session[GENERATION_KEY] = generation
     log.info("signed in GitHub user id %s", user["id"])
     return redirect(target)
 
 
 @bp.post("/logout")
 def logout():
+    user = current_user()
+    if user is not None:  # every cookie of this user issued so far stops working, not only this one
+        with session_scope(_runtime().engine) as db:
+            sessions.end_sessions(db, user["id"])
     session.clear()
     return redirect(url_for("pages_static.home"))

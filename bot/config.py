@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
@@ -49,8 +49,20 @@ class Settings:
     worker_poll_seconds: float = 1.0
     instance_path: str = "instance"
     log_level: str = "INFO"
-    # Set when BEEKEEPER_SECRET_KEY was not given: sessions then do not survive a restart.
+    # Set when BEEKEEPER_SECRET_KEY was not given: the web app then signs sessions with a key it
+    # generates once and shares through the database (bot.sessions), not with `secret_key`.
     secret_key_generated: bool = False
+    # --- proof of domain control (bot.domain_proof) ---
+    # The DNS server that answers the TXT and address lookups (BEEKEEPER_DNS_NAMESERVER, an IP
+    # address, and BEEKEEPER_DNS_PORT); None: the system's resolvers (/etc/resolv.conf).
+    dns_nameserver: str | None = None
+    dns_port: int = 53
+    domain_proof_timeout: float = 5.0
+    # Test-only, never read from the environment: production fetches the well-known file with
+    # https on port 443 from public addresses only.
+    domain_proof_http_scheme: str = "https"
+    domain_proof_http_port: int | None = None
+    domain_proof_allow_private_addresses: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -190,7 +202,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
+        dns_nameserver=_ip_address(env, "DNS_NAMESERVER"),
+        dns_port=_int(env, "DNS_PORT", 53, minimum=1),
     )
+
+
+def _ip_address(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    if not raw:
+        return None
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be an IP address, got {raw!r}") from None
 
 
 def normalize_database_url(url: str) -> str:
@@ -218,6 +244,10 @@ class Tier(_Strict):
     concurrency: int = Field(ge=1)
     daily_quota: int | None = Field(default=None, ge=0)
     auto_approve: bool = False
+    # Proof of control a domain needs before it enters a grant of this tier without a maintainer's
+    # review (self-service, and portal additions on auto-approved tiers): a DNS TXT record, the
+    # well-known file, either, or none (bot.domain_proof). Wildcards always need DNS.
+    domain_proof: Literal["none", "dns", "http", "dns_or_http"] = "dns_or_http"
 
     def limits(self) -> dict[str, Any]:
         return {

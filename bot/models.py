@@ -326,3 +326,63 @@ class PolicyLogin(SQLModel, table=True):
     login: str = Field(primary_key=True, max_length=64)  # lower-cased
     user_id: int = Field(sa_type=BigInteger)
     resolved_at: datetime = Field(default_factory=utcnow)
+# Sign-in sessions, the shared session key, self-service serialisation, domain proof (issue 14)
+# --------------------------------------------------------------------------------------------
+
+
+class SessionGeneration(SQLModel, table=True):
+    """Per-user session generation (bot.sessions). A session cookie carries the generation it was
+    issued at; logout and key changes bump it, so an older cookie is treated as signed out."""
+
+    __tablename__ = "session_generation"
+
+    github_user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    generation: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InstanceSecret(SQLModel, table=True):
+    """Secrets Beekeeper generates for itself and shares between processes, e.g. the session
+    key when BEEKEEPER_SECRET_KEY is unset. Written once (insert if absent), then only read."""
+
+    __tablename__ = "instance_secret"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SelfServiceOwner(SQLModel, table=True):
+    """One row per account that used self-service, locked (FOR UPDATE) while a self-service
+    grant is made, so two requests of one account queue instead of both passing the checks."""
+
+    __tablename__ = "self_service_owner"
+
+    github_user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    grants_created: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DomainProofState:
+    PENDING = "pending"      # waiting for the DNS record or the file
+    VERIFIED = "verified"    # proven; the domain went into the grant (or its review)
+    WITHDRAWN = "withdrawn"  # the owner gave up on it
+
+
+class DomainProof(SQLModel, table=True):
+    """A domain an applicant asked for on a tier that needs proof of control (bot.domain_proof).
+    It enters the grant only once the DNS TXT record or the well-known file shows `token`."""
+
+    __tablename__ = "domain_proof"
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: int = Field(foreign_key="grant.id", index=True)
+    github_user_id: int = Field(sa_type=BigInteger, index=True)
+    domain: str = Field(max_length=253)  # normalised like GrantDomain.domain, may start with "*."
+    token: str = Field(max_length=64)
+    state: str = Field(default=DomainProofState.PENDING, max_length=16, index=True)
+    method: str | None = Field(default=None, max_length=8)  # dns | http, once verified
+    created_at: datetime = Field(default_factory=utcnow)
+    checked_at: datetime | None = None
+    verified_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -14,13 +14,13 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from sqlmodel import Session
 
-from bot import domain_changes, keys, page_format, self_service, upgrades
+from bot import domain_changes, domain_proof, keys, page_format, self_service, upgrades
 from bot.access import my_access, owned_grant
-from bot.auth import login_required
+from bot.auth import login_required, renew_session
 from bot.db import session_scope
 from bot.errors import RetryLater
 from bot.github import GitHubError
-from bot.models import ApiKey, DomainChange
+from bot.models import ApiKey, DomainChange, DomainProof, Grant
 from bot.permissions import PermissionUnknown, installation_for, served_repositories
 from bot.web import guard_pages, no_store
 from bot.web_permissions import cached_scope, is_maintainer_quietly, runtime, signed_in_user
@@ -37,7 +37,9 @@ guard_pages(bp)
 
 @bp.app_context_processor
 def _navigation():
-    return {"portal_nav_links": nav_links}
+    return {"portal_nav_links": nav_links, "proof_methods": domain_proof.methods_for,
+            "proof_record_name": domain_proof.record_name, "proof_record_value": domain_proof.record_value,
+            "proof_file_url": domain_proof.file_url}
 
 
 def nav_links() -> list[tuple[str, str]]:
@@ -89,6 +91,7 @@ def home():
     with Session(rt.engine) as db:
         access = my_access(db, rt.policy, user.id)
         repo = request_repository(db)
+        proofs = domain_proof.pending(db, [view.grant.id for view in access.grants if view.active])
     tiers = higher_tiers(rt.policy)
     upgrade_links = {view.grant.id: upgrade_form_links(repo, view) for view in access.grants if view.active}
     instant_upgrades = {view.grant.id: upgrades.self_service_tiers(rt.policy, view.grant)
@@ -103,6 +106,7 @@ def home():
         upgrade_links=upgrade_links,
         instant_upgrades=instant_upgrades,
         github_url=rt.settings.github_url,
+        proofs=proofs,
     )
 
 
@@ -161,6 +165,9 @@ def self_service_page():
                 if outcome.grant is not None:
                     flash(f"Your {outcome.grant.tier} grant {outcome.grant.app_id} is ready. Claim its key below: "
                           "it is shown once.", "success")
+                    if outcome.proofs:
+                        flash(f"{len(outcome.proofs)} domain(s) wait for proof that they are yours: add the DNS "
+                              "record or the file shown below, then press Verify.", "info")
                     return redirect(url_for("portal.home") + f"#grant-{outcome.grant.id}")
                 eligibility = self_service.Eligibility(rt.policy.self_service_tier)
                 if outcome.ineligible:
@@ -233,6 +240,13 @@ def add_domain(grant_id: int):
     try:
         with session_scope(rt.engine) as db:
             grant = _owned(db, grant_id, user.id)
+            tier = rt.policy.tier(grant.tier)
+            if domain_proof.proof_required(tier) and not domain_changes.needs_review(rt.policy, grant):
+                # No maintainer looks at it: the owner proves control first (bot.domain_proof).
+                proof = domain_proof.request(db, rt.policy, grant, user.id, user.login, raw)
+                flash(f"{proof.domain} waits for proof that it is yours: add the DNS record or the file shown "
+                      "below, then press Verify.", "info")
+                return redirect(url_for("portal.home") + f"#proof-{proof.id}")
             result = domain_changes.request_add(db, rt.policy, grant, user.login, user.id, raw)
         if result.status == "pending":
             with Session(rt.engine) as db:
@@ -240,7 +254,57 @@ def add_domain(grant_id: int):
             flash(f"{result.domain} waits for a maintainer's review; it works once they add it.", "info")
         else:
             flash(f"{result.domain} was added. Gateways pick it up with the next allowlist version.", "success")
-    except domain_changes.Refused as exc:
+    except (domain_changes.Refused, domain_proof.Refused) as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+def _owned_proof(db: Session, grant_id: int, proof_id: int, user_id: int) -> tuple:
+    grant = _owned(db, grant_id, user_id)
+    proof = db.get(DomainProof, proof_id)
+    if proof is None or proof.grant_id != grant.id:
+        abort(404, description="There is no such domain waiting for proof on this grant.")
+    return grant, proof
+
+
+@bp.post("/me/grants/<int:grant_id>/domain-proofs/<int:proof_id>/verify")
+@login_required
+def verify_proof(grant_id: int, proof_id: int):
+    """Look for the token now (DNS, then the file), outside any database transaction, then record it."""
+    user = signed_in_user()
+    rt = runtime()
+    with Session(rt.engine) as db:
+        grant, proof = _owned_proof(db, grant_id, proof_id, user.id)
+        methods = domain_proof.methods_for(rt.policy.tier(grant.tier), proof.domain)
+        domain, token = proof.domain, proof.token
+    check = domain_proof.Prover(rt.settings).check(methods, domain, token)
+    with session_scope(rt.engine) as db:
+        proof = db.get(DomainProof, proof_id, with_for_update=True)  # two Verify clicks: the second waits
+        outcome = domain_proof.record_check(db, rt.policy, proof, check, user.login, user.id)
+    if outcome.status == "added":
+        flash(f"{domain} is verified and added. Gateways pick it up with the next allowlist version.", "success")
+    elif outcome.status == "pending":
+        with Session(rt.engine) as db:
+            _tell_issue(db, db.get(Grant, grant_id), outcome.result, user.login)
+        flash(f"{domain} is verified and now waits for a maintainer's review.", "info")
+    elif outcome.status == "failed":
+        flash(f"{domain} is not verified yet: " + " ".join(outcome.problems), "error")
+    else:
+        flash(" ".join(outcome.problems), "error")
+    return redirect(url_for("portal.home") + f"#grant-{grant_id}")
+
+
+@bp.post("/me/grants/<int:grant_id>/domain-proofs/<int:proof_id>/withdraw")
+@login_required
+def withdraw_proof(grant_id: int, proof_id: int):
+    user = signed_in_user()
+    try:
+        with session_scope(runtime().engine) as db:
+            _, proof = _owned_proof(db, grant_id, proof_id, user.id)
+            domain_proof.withdraw(db, proof, user.login)
+            domain = proof.domain
+        flash(f"You withdrew {domain}.", "success")
+    except domain_proof.Refused as exc:
         flash(str(exc), "error")
     return redirect(url_for("portal.home") + f"#grant-{grant_id}")
 
@@ -305,6 +369,8 @@ def rotate_key(grant_id: int):
     with session_scope(rt.engine) as db:
         rotation = keys.rotate(db, _owned(db, grant_id, user.id), user.login,
                                grace_hours=rt.policy.keys.rotation_grace_hours, source=SOURCE)
+    if rotation.changed:
+        renew_session(user.id)  # a key changed: sessions elsewhere (a copied cookie) end, this one stays
     if rotation.changed and rotation.expires_at is not None:
         flash(f"{rotation.message} Your current key keeps working until {page_format.when(rotation.expires_at)}.",
               "success")
@@ -325,6 +391,8 @@ def revoke_key(grant_id: int, key_id: int):
             abort(404, description="There is no such key on this grant.")
         done = keys.revoke_key(db, key, user.login, "revoked by its owner in the portal", source=SOURCE)
         display = key.display
+    if done:
+        renew_session(user.id)
     flash(f"{display} is revoked: gateways refuse it from the next allowlist version. Rotate to get a new key."
           if done else f"{display} was already revoked.", "success" if done else "info")
     return redirect(url_for("portal.home") + f"#grant-{grant_id}")

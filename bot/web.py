@@ -8,9 +8,12 @@ signed, nor the allowlist API, which uses bearer credentials).
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
+import threading
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 
 from bot.resources import templates_path
 
@@ -53,9 +56,48 @@ def home():
     return render_template("pages/home.html")
 
 
+class SharedKeySessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, signed with BEEKEEPER_SECRET_KEY when it is set, else with
+    the key every process shares through the database (bot.sessions.shared_secret_key), read on
+    first use, so gunicorn workers and restarts accept each other's cookies."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self._lock = threading.Lock()
+
+    def get_signing_serializer(self, app):
+        if not app.secret_key:
+            with self._lock:
+                if not app.secret_key:
+                    from bot.sessions import shared_secret_key
+
+                    key = shared_secret_key(self.runtime.engine)
+                    _redact_in_logs(key)
+                    app.secret_key = key
+        return super().get_signing_serializer(app)
+
+
+def install_sessions(app, runtime) -> None:
+    """Session signing for `app`: the configured key, or the shared one from the database."""
+    app.secret_key = None if runtime.settings.secret_key_generated else runtime.settings.secret_key
+    app.session_interface = SharedKeySessionInterface(runtime)
+
+
+def _redact_in_logs(key: str) -> None:
+    """Add the shared key to the log redaction filters (it is never logged; this is the backstop)."""
+    from bot.runtime import RedactSecrets
+
+    for handler in logging.getLogger().handlers:
+        for item in handler.filters:
+            if isinstance(item, RedactSecrets) and key not in item.secrets:
+                item.secrets.append(key)
+
+
 @bp.app_context_processor
 def _template_globals():
-    return {"csrf_token": csrf_token, "current_user": session.get("user"),
+    from bot.auth import current_user  # bot.auth imports this module
+
+    return {"csrf_token": csrf_token, "current_user": current_user(),
             "platform_name": current_app.config.get("BEEKEEPER_PLATFORM_NAME", "Beekeeper")}
 
 

@@ -40,6 +40,12 @@ def policy_file(tmp_path, text: str):
     return load_policy(path)
 
 
+def without_domain_proof(policy):
+    """The policy with `domain_proof: none` on every tier: domains apply at once, as before proof
+    of control existed (tests/test_domain_proof.py covers the default, which needs proof)."""
+    return policy.model_copy(update={"tiers": [t.model_copy(update={"domain_proof": "none"}) for t in policy.tiers]})
+
+
 def current_version_of(db) -> int:
     with Session(db) as s:
         return current_version(s)
@@ -122,7 +128,8 @@ def test_request_an_upgrade_prefills_the_domains_and_only_higher_tiers(client, s
 # --- Self-service -------------------------------------------------------------------------------
 
 
-def test_self_service_creates_a_basic_grant_after_the_form_checks(client, session, db, world):
+def test_self_service_creates_a_basic_grant_after_the_form_checks(client, session, db, world, runtime):
+    runtime.policy = without_domain_proof(runtime.policy)
     sign_in(client, APPLICANT, world)
     form = client.get("/me/self-service").get_data(as_text=True)
     assert "Create my seed grant" in form
@@ -138,6 +145,19 @@ def test_self_service_creates_a_basic_grant_after_the_form_checks(client, sessio
     assert current_version_of(db) == grant.version
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "is ready" in page and "mychat" in page
+
+
+def test_self_service_domains_wait_for_proof_of_control_by_default(client, session, db, world):
+    sign_in(client, APPLICANT, world)
+    response = client.post("/me/self-service", data={"csrf_token": csrf(client), "app_id": "stripey",
+                                                     "domains": "stripe.com\n*.shopify.com"})
+    assert response.status_code == 302
+    [grant] = grants_of(db, APPLICANT)
+    assert read(db, select(GrantDomain).where(GrantDomain.grant_id == grant.id)) == []  # nothing granted yet
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "wait for proof" in page and "beekeeper-verification=" in page
+    assert "https://stripe.com/.well-known/beekeeper-verification.txt" in page
+    assert "shopify.com/.well-known" not in page  # a wildcard is proven with DNS only
 
 
 @pytest.mark.parametrize("app_id, domains, expected", [
@@ -219,7 +239,8 @@ def post(client, url, **data):
     return client.post(url, data={"csrf_token": csrf(client), **data})
 
 
-def test_adding_a_domain_on_an_automatic_tier_applies_at_once(client, session, db, world):
+def test_adding_a_domain_on_an_automatic_tier_applies_at_once(client, session, db, world, runtime):
+    runtime.policy = without_domain_proof(runtime.policy)
     grant = make_grant(session, tier="seed", app_id="seedapp", domains=())
     version = grant.version
     sign_in(client, APPLICANT, world)
