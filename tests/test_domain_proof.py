@@ -5,6 +5,7 @@ applicant's zone and site; nothing here reaches the internet."""
 from __future__ import annotations
 
 import dataclasses
+import html
 
 import pytest
 from sqlmodel import Session, select
@@ -233,7 +234,7 @@ def test_a_domain_taken_meanwhile_is_refused_at_verification_and_stays_pending(c
     make_grant(session, owner=STRANGER, app_id="theirs", domains=("contested.dev",))
     dns_server.zone.txt["contested.dev"] = [f"beekeeper-verification={proof.token}"]
     page = verify(client, grant, proof)
-    assert "already granted to another app" in page
+    assert "already granted to another GitHub account's app" in html.unescape(page)
     assert active_domains(db, grant) == [] and fetch(db, DomainProof, proof.id).state == "pending"
 
 
