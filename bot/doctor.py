@@ -121,8 +121,9 @@ def check_settings(report: Report, settings) -> None:
         report.add("sign-in", WARN, "BEEKEEPER_GITHUB_CLIENT_ID / _SECRET are not set: applicants cannot sign in "
                    "to claim keys", "Copy the Client ID and a new client secret from the app's settings page.")
     if settings.secret_key_generated:
-        report.add("secret key", WARN, "BEEKEEPER_SECRET_KEY is not set: sign-ins end at every restart",
-                   "Set BEEKEEPER_SECRET_KEY to a long random value, the same on every web process.")
+        report.add("secret key", OK, "BEEKEEPER_SECRET_KEY is not set: every process shares one key generated "
+                   "once and kept in the database",
+                   "Set BEEKEEPER_SECRET_KEY only to manage the key yourself (the same value on every web process).")
 
 
 def check_database(report: Report, runtime) -> bool:

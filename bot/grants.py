@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from bot import audit, versioning
+from bot import audit, sessions, versioning
 from bot.clock import utcnow
 from bot.models import AccessRequest, ApiKey, Grant, GrantDomain, GrantStatus
 
@@ -198,6 +198,8 @@ def revoke_grant(session: Session, grant: Grant, actor: str, reason: str, *, sou
         session.add(key)
     audit.record(session, actor, "grant.revoked", request_id=grant.request_id, grant_id=grant.id,
                  subject=grant.app_id, source=source, details={"reason": reason})
+    # The owner's rights changed: portal sessions signed in before the revocation end with it.
+    sessions.end_sessions(session, grant.github_user_id)
     versioning.bump(session, grant, "revoked")
     return grant
 

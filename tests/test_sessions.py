@@ -218,3 +218,17 @@ def test_the_shared_key_never_appears_in_logs(settings, policy, db, github, worl
     logout(client)
     assert app.secret_key and caplog.records  # something was logged, and the key exists
     assert app.secret_key not in caplog.text
+
+
+def test_revoking_a_grant_ends_its_owners_sessions(db, session):
+    from bot import grants, sessions
+    from bot.models import Grant, GrantStatus
+
+    grant = Grant(app_id="revoked-app", tier="flower", github_user_id=4242, github_login="owner",
+                  approved_by="maintainer", status=GrantStatus.ACTIVE)
+    session.add(grant)
+    session.commit()
+    before = sessions.end_sessions(session, 4242)
+    grants.revoke_grant(session, grant, "maintainer", "abuse", source="test")
+    session.commit()
+    assert sessions.generation(session, 4242) == before + 1

@@ -41,7 +41,8 @@ def _startup_banner(runtime) -> None:
             err=True,
         )
     if settings.secret_key_generated:
-        click.echo("BEEKEEPER_SECRET_KEY is not set: sign-in sessions will not survive a restart.", err=True)
+        click.echo("BEEKEEPER_SECRET_KEY is not set: sessions are signed with a key generated once and kept in "
+                   "the database.", err=True)
 
 
 def register(main: click.Group) -> None:
