@@ -51,6 +51,11 @@ class Settings:
     # Set when BEEKEEPER_SECRET_KEY was not given: sessions then do not survive a restart.
     secret_key_generated: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # Webhook intake (docs/foundation.md): the app's hook id (else learned from its ping), and
+    # how long and how slowly a delivery's body may arrive before it is answered 408.
+    webhook_hook_id: int | None = None
+    webhook_read_seconds: float = 10.0
+    webhook_min_bytes_per_second: int = 16384
 
     @property
     def github_app_configured(self) -> bool:
@@ -189,6 +194,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
+        webhook_hook_id=_int(env, "WEBHOOK_HOOK_ID", 0, minimum=0) or None,
+        webhook_read_seconds=_float(env, "WEBHOOK_READ_SECONDS", 10.0, minimum=0.1),
+        webhook_min_bytes_per_second=_int(env, "WEBHOOK_MIN_BYTES_PER_SECOND", 16384, minimum=0),
     )
 
 
