@@ -201,10 +201,12 @@ def _read_body(environ: dict, max_bytes: int, seconds: float = 10.0, min_rate: i
         return b""  # neither a length nor a terminated stream: nothing can be read safely
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     watch = BODY_DEADLINE.watch(sock, seconds, min_rate)
+    # At most a second's worth at the minimum rate per read, so the rate is checked that finely.
+    step = min(_READ_CHUNK, max(min_rate, 4096)) if min_rate else _READ_CHUNK
     chunks: list[bytes] = []
     try:
         while length is None or watch.received < length:
-            watch.want = _READ_CHUNK if length is None else min(_READ_CHUNK, length - watch.received)
+            watch.want = step if length is None else min(step, length - watch.received)
             if time.monotonic() >= watch.due():
                 watch.expired = True
                 break
