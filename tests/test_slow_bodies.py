@@ -147,7 +147,7 @@ def test_a_delivery_sent_at_once_is_stored_through_the_socket_path(served, db):
 
 
 @pytest.fixture
-def gunicorn_server(tmp_path, database_url):
+def gunicorn_server(tmp_path):
     port = free_port()
     url = f"sqlite:///{tmp_path / 'slow.sqlite3'}"
     engine = make_engine(url)
