@@ -169,6 +169,37 @@ BODY_DEADLINE = BodyDeadline()
 _READ_CHUNK = 64 * 1024
 
 
+class _DeadlineInput:
+    """wsgi.input of a non-webhook request under a BodyDeadline watch: a read the watchdog cut
+    raises werkzeug's RequestTimeout, which Flask answers 408."""
+
+    def __init__(self, stream, watch: _Watch, length: int | None):
+        self._stream, self._watch, self._length = stream, watch, length
+
+    def _count(self, data: bytes) -> bytes:
+        self._watch.received += len(data)
+        if not data or (self._length is not None and self._watch.received >= self._length):
+            BODY_DEADLINE.release(self._watch)  # the whole body is in: the rest is the app's time
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._watch.want = size if size and size > 0 else _READ_CHUNK
+        try:
+            data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        except Exception:
+            if not self._watch.expired:
+                raise
+            data = b""
+        if self._watch.expired and (not data or size is None or size < 0 or len(data) < size):
+            from werkzeug.exceptions import RequestTimeout
+
+            raise RequestTimeout("The request body arrived too slowly.")
+        return self._count(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._count(self._stream.readline() if size is None or size < 0 else self._stream.readline(size))
+
+
 def _too_slow(watch: _Watch) -> Answer:
     return Answer(408, {"error": "the request body arrived too slowly"},
                   f"webhook rejected: body not received within the deadline ({watch.received} bytes read)")
@@ -293,7 +324,11 @@ class AppHook:
         if (not isinstance(hook, dict) or hook.get("type") != "App" or app_id is None
                 or _integer(hook.get("app_id")) != app_id or not hook_id or _integer(hook.get("id")) != hook_id):
             return False
-        if self.runtime.settings.webhook_hook_id is None:
+        configured = self.runtime.settings.webhook_hook_id
+        if configured is not None and configured != hook_id:
+            log.warning("the app's own ping comes from hook %s but BEEKEEPER_WEBHOOK_HOOK_ID is %s: "
+                        "fix the setting, or its deliveries are refused", hook_id, configured)
+        if configured is None:
             from sqlmodel import Session
 
             from bot.clock import utcnow
@@ -324,7 +359,7 @@ class WebhookIntake:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
-            return self.app(environ, start_response)
+            return self._other(environ, start_response)
         if environ.get("REQUEST_METHOD") != "POST":
             status, body, extra = 405, b'{"error":"method not allowed; GitHub POSTs deliveries"}\n', [("Allow", "POST")]
         else:
@@ -340,6 +375,23 @@ class WebhookIntake:
                 status, body = 500, b'{"error":"internal error; please redeliver"}\n'
         start_response(_STATUS[status], [*_JSON_HEADERS, ("Content-Length", str(len(body))), *extra])
         return [body]
+
+    def _other(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Every other path, to Flask; a request body (a form post) is read under the same
+        deadline as a delivery's, and a late one is answered 408 by Flask."""
+        sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        declared = environ.get("CONTENT_LENGTH", "").strip()
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length = int(declared) if not chunked and declared.isascii() and declared.isdigit() else None
+        if sock is None or not (chunked or length):
+            return self.app(environ, start_response)  # no body (every GET): nothing to watch
+        settings = self.runtime.settings
+        watch = BODY_DEADLINE.watch(sock, settings.webhook_read_seconds, settings.webhook_min_bytes_per_second)
+        environ["wsgi.input"] = _DeadlineInput(environ["wsgi.input"], watch, length)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            BODY_DEADLINE.release(watch)
 
     def receive(self, environ: dict) -> tuple[int, bytes]:
         """(status, body) for one delivery; raises Answer for anything but a stored delivery."""

@@ -39,9 +39,10 @@ class Trickler(threading.Thread):
     """Sends a signed delivery's headers and then its 1 MB body one byte at a time, reading
     whatever the server answers, until the server closes the connection (or GENEROUS runs out)."""
 
-    def __init__(self, port: int, length: int = 1_000_000):
+    def __init__(self, port: int, length: int = 1_000_000, path: str = "/webhook",
+                 content_type: str = "application/json"):
         super().__init__(daemon=True)
-        self.port, self.length = port, length
+        self.port, self.length, self.path, self.content_type = port, length, path, content_type
         self.started = threading.Event()
         self.response = b""
         self.sent = 0
@@ -49,7 +50,7 @@ class Trickler(threading.Thread):
 
     def run(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=GENEROUS) as sock:
-            sock.sendall((f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            sock.sendall((f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {self.content_type}\r\n"
                           f"X-GitHub-Event: issues\r\nX-GitHub-Delivery: slow-{id(self)}\r\n"
                           f"X-GitHub-Hook-ID: {HOOK_ID}\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
                           f"Content-Length: {self.length}\r\n\r\n{{").encode())
@@ -132,6 +133,15 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_before_the_total_deadline(se
     trickler.start()
     trickler.join(GENEROUS + 5)
     assert trickler.status == 408 and trickler.closed_by_server
+
+
+def test_the_deadline_covers_form_posts_to_the_pages_too(served, db):
+    port = served(webhook_read_seconds=1.0, webhook_min_bytes_per_second=0)
+    trickler = Trickler(port, path="/auth/logout", content_type="application/x-www-form-urlencoded")
+    trickler.start()
+    trickler.join(GENEROUS + 5)
+    assert trickler.status == 408, trickler.response[:200]
+    assert trickler.closed_by_server and trickler.sent < trickler.length
 
 
 def test_a_delivery_sent_at_once_is_stored_through_the_socket_path(served, db):
