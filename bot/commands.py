@@ -61,6 +61,7 @@ _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 # The name must be followed by whitespace or the end of the line: "/usr/bin" is not a command.
 _COMMAND = re.compile(r"^ {0,3}/([A-Za-z][A-Za-z0-9_-]{0,31})(?=\s|$)(.*)$")
 _NAME_AT = re.compile(r"/([A-Za-z][A-Za-z0-9_-]{0,31})(?=\s|$)")
+_ANY_COMMAND_LINE = re.compile(r"^ {0,3}/[A-Za-z][A-Za-z0-9_-]{0,31}(?=\s|$)", re.MULTILINE)
 # Blocks whose lines are shown as code or quoted text: never commands, and not part of a
 # command's text either.
 _HIDDEN_BLOCKS = frozenset({"code_block", "fence", "html_block", "blockquote_open"})
@@ -88,6 +89,16 @@ class ParsedCommand:
         return [a for a in self.args if not a.startswith("--")]
 
 
+def _newlines_before(state, pos: int) -> int:
+    """Newlines in state.src before pos, counted on from the previous call (no quadratic rescans)."""
+    memo = state.env.get("_slash_newlines")
+    if memo is None or memo[0] is not state.src or memo[1] > pos:
+        memo = (state.src, 0, 0)
+    count = memo[2] + state.src.count("\n", memo[1], pos)
+    state.env["_slash_newlines"] = (state.src, pos, count)
+    return count
+
+
 def _slash_command_rule(state, silent: bool) -> bool:
     """Inline rule: `/name` where a line of the inline content starts (after at most three
     spaces). Runs before the text rule, so code spans, inline HTML and autolinks that began
@@ -105,7 +116,7 @@ def _slash_command_rule(state, silent: bool) -> bool:
     if not silent:
         token = state.push("slash_command", "", 0)
         token.content = match.group(1).lower()
-        token.meta = {"line_offset": src.count("\n", 0, pos)}
+        token.meta = {"line_offset": _newlines_before(state, pos)}
     state.pos = match.end()
     return True
 
@@ -172,8 +183,8 @@ def _command_lines(tokens, lines: list[str]) -> tuple[dict[int, str], set[int]]:
 def parse_commands(body: str | None) -> list[ParsedCommand]:
     """The commands in a comment body, in order (at most MAX_COMMANDS_PER_COMMENT)."""
     text = (body or "").replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
-    if "/" not in text:
-        return []
+    if not _ANY_COMMAND_LINE.search(text):
+        return []  # no line could be a command: most comments skip the parse
     lines = text.split("\n")
     commands, hidden = _command_lines(_MD.parse(text), lines)
     starts = sorted(commands)
