@@ -161,14 +161,13 @@ def _command_lines(tokens, lines: list[str]) -> tuple[dict[int, str], set[int]]:
         first, end = token.map
         if token.type in _HIDDEN_BLOCKS or html.depth:
             hidden.update(range(first, end))
-            if token.type == "html_block":
-                html.feed(token.content)
-            continue
+        if token.type == "html_block":
+            html.feed(token.content)
         if token.type != "paragraph_open":
             continue  # headings, lists, tables, rules: shown text, but never commands
         nesting = 0
         for child in tokens[index + 1].children or []:
-            if child.type == "html_inline":
+            if child.type == "html_inline":  # may open an element, or close the one we are in
                 html.feed(child.content)
             elif child.type == "slash_command" and nesting == 0 and not html.depth:
                 number = first + child.meta["line_offset"]

@@ -266,3 +266,8 @@ def test_a_mixed_comment_runs_only_its_visible_commands():
     body = ("Thanks!\n\n> @applicant wrote:\n> /approve\n/approve\n\n<details>\n\n/tier nectar\n\n</details>\n\n"
             "```\n/revoke x\n```\n\n/needs-info Please add your domain.")
     assert names(body) == ["needs-info"]
+
+
+def test_an_element_closed_inside_a_paragraph_frees_what_follows_it():
+    assert names("<details>\n\nold news </details>\n\n/approve") == ["approve"]
+    assert names("<details>\n\nold news\n/approve </details>") == []
