@@ -480,3 +480,27 @@ def test_a_bug_while_storing_answers_500_and_is_logged(app, db, caplog, monkeypa
 def test_other_paths_still_reach_the_flask_app(client):
     assert client.get("/healthz").status_code == 200
     assert client.post("/webhook/extra", data=BODY).status_code == 404
+
+
+def test_the_intake_settings_are_read_and_checked():
+    from bot.config import ConfigError, load_settings
+
+    defaults = load_settings({})
+    assert (defaults.webhook_hook_id, defaults.webhook_read_seconds, defaults.webhook_min_bytes_per_second) == (
+        None, 10.0, 16384)
+    chosen = load_settings({"BEEKEEPER_WEBHOOK_HOOK_ID": "31337", "BEEKEEPER_WEBHOOK_READ_SECONDS": "2.5",
+                            "BEEKEEPER_WEBHOOK_MIN_BYTES_PER_SECOND": "0"})
+    assert (chosen.webhook_hook_id, chosen.webhook_read_seconds, chosen.webhook_min_bytes_per_second) == (
+        31337, 2.5, 0)
+    for name, value in (("WEBHOOK_HOOK_ID", "abc"), ("WEBHOOK_READ_SECONDS", "0"),
+                        ("WEBHOOK_MIN_BYTES_PER_SECOND", "-1")):
+        with pytest.raises(ConfigError, match=f"BEEKEEPER_{name}"):
+            load_settings({f"BEEKEEPER_{name}": value})
+
+
+def test_a_body_shorter_than_its_content_length_is_400_and_not_stored(client, db):
+    response = client.post("/webhook", input_stream=io.BytesIO(BODY), environ_overrides={
+        "CONTENT_LENGTH": str(len(BODY) + 100)}, headers={
+        "X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-short", "X-Hub-Signature-256": sign(WEBHOOK_SECRET, BODY)})
+    assert response.status_code == 400 and "shorter" in response.get_json()["error"]
+    assert rows(db) == []
