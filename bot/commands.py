@@ -6,11 +6,15 @@ followed by a name made of ASCII letters, digits, `-` and `_`:
     /approve flower
     /reject The app scrapes personal data.
 
-Lines inside fenced code blocks, indented code, block quotes and HTML comments are not commands
-(they are quoted or shown text, not something the author asked for). Only the ASCII slash counts:
-look-alikes such as U+2215 `∕`, U+FF0F `／` or U+2044 `⁄` are ignored, so a pasted or crafted
-string cannot pass for a command. Names are case-insensitive; several command lines in one
-comment run in order.
+Commands are found in a CommonMark parse of the comment (markdown-it-py, with GitHub's tables
+and strikethrough), so that only what GitHub shows as the author's own text counts: the line
+must belong to a top-level paragraph and start it or follow one of its line breaks, outside
+emphasis, links, code spans and raw HTML. Block quotes (including a line GitHub pulls into the
+quote above it by lazy continuation), lists, headings (setext `===`/`---` underlines too),
+tables, fenced and indented code, HTML blocks and comments, and paragraphs inside an HTML
+element such as `<details>` hold no commands. Only the ASCII slash counts: look-alikes such as
+U+2215 `∕`, U+FF0F `／` or U+2044 `⁄` are ignored, so a pasted or crafted string cannot pass for
+a command. Names are case-insensitive; several command lines in one comment run in order.
 
 Commands are registered with `@command(...)`; this module defines the built-in ones (they call
 the state machine in bot.applications) and other modules add theirs the same way, e.g.
@@ -29,6 +33,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 from bot import audit
@@ -48,12 +53,20 @@ MAINTAINER_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 # Parsing
 # --------------------------------------------------------------------------------------------
 
+# Commands are read from a CommonMark parse of the comment (markdown-it-py, with GitHub's tables
+# and strikethrough), not from line patterns: what counts is what GitHub shows. A command is a
+# line of a top-level paragraph, outside any HTML element, whose text starts with the command at
+# the paragraph's top level (not inside emphasis, a link, a code span or inline HTML).
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_QUOTE = re.compile(r"^ {0,3}>")
-_INDENTED_CODE = re.compile(r"^(?: {4}|\t| {0,3}\t)")
 # The name must be followed by whitespace or the end of the line: "/usr/bin" is not a command.
 _COMMAND = re.compile(r"^ {0,3}/([A-Za-z][A-Za-z0-9_-]{0,31})(?=\s|$)(.*)$")
+_NAME_AT = re.compile(r"/([A-Za-z][A-Za-z0-9_-]{0,31})(?=\s|$)")
+_ANY_COMMAND_LINE = re.compile(r"^ {0,3}/[A-Za-z][A-Za-z0-9_-]{0,31}(?=\s|$)", re.MULTILINE)
+# Blocks whose lines are shown as code or quoted text: never commands, and not part of a
+# command's text either.
+_HIDDEN_BLOCKS = frozenset({"code_block", "fence", "html_block", "blockquote_open"})
+_VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+                            "source", "track", "wbr"})
 
 
 @dataclass(frozen=True)
@@ -76,54 +89,113 @@ class ParsedCommand:
         return [a for a in self.args if not a.startswith("--")]
 
 
-def _visible_lines(body: str) -> list[tuple[int, str | None]]:
-    """(line number, text) for every line; text is None where the line is code or a quote."""
-    text = (body or "").replace("\r\n", "\n").replace("\r", "\n")
-    # Drop HTML comments but keep their newlines, so line numbers stay right.
-    text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), text)
-    lines: list[tuple[int, str | None]] = []
-    fence: str | None = None
-    previous_blank = True
-    for number, line in enumerate(text.split("\n"), start=1):
-        if fence is not None:
-            stripped = line.strip()
-            if stripped.startswith(fence[0] * len(fence)) and set(stripped) <= {fence[0]}:
-                fence = None
-            lines.append((number, None))
+def _newlines_before(state, pos: int) -> int:
+    """Newlines in state.src before pos, counted on from the previous call (no quadratic rescans)."""
+    memo = state.env.get("_slash_newlines")
+    if memo is None or memo[0] is not state.src or memo[1] > pos:
+        memo = (state.src, 0, 0)
+    count = memo[2] + state.src.count("\n", memo[1], pos)
+    state.env["_slash_newlines"] = (state.src, pos, count)
+    return count
+
+
+def _slash_command_rule(state, silent: bool) -> bool:
+    """Inline rule: `/name` where a line of the inline content starts (after at most three
+    spaces). Runs before the text rule, so code spans, inline HTML and autolinks that began
+    earlier have already consumed their text: a line inside them never reaches this rule."""
+    src, pos = state.src, state.pos
+    if src[pos] != "/":
+        return False
+    line_start = src.rfind("\n", 0, pos) + 1
+    indent = src[line_start:pos]
+    if len(indent) > 3 or indent.strip(" "):
+        return False
+    match = _NAME_AT.match(src, pos, state.posMax)
+    if match is None:
+        return False
+    if not silent:
+        token = state.push("slash_command", "", 0)
+        token.content = match.group(1).lower()
+        token.meta = {"line_offset": _newlines_before(state, pos)}
+    state.pos = match.end()
+    return True
+
+
+def _markdown():
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    md.inline.ruler.before("text", "slash_command", _slash_command_rule)
+    return md
+
+
+_MD = _markdown()
+
+
+class _OpenElements(HTMLParser):
+    """Counts the HTML elements left open by the raw HTML of a comment (`<details>` …), so that
+    paragraphs inside them (hidden or quoted by the HTML) are not read as commands. Unclosed
+    elements hide everything after them: when in doubt, nothing runs."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in _VOID_ELEMENTS:
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if tag not in _VOID_ELEMENTS:
+            self.depth = max(0, self.depth - 1)
+
+
+def _command_lines(tokens, lines: list[str]) -> tuple[dict[int, str], set[int]]:
+    """({line index: command name}, {indexes of lines shown as code, quotes or HTML})."""
+    commands: dict[int, str] = {}
+    hidden: set[int] = set()
+    html = _OpenElements()
+    for index, token in enumerate(tokens):
+        if token.level != 0 or token.map is None:
             continue
-        opening = _FENCE_OPEN.match(line)
-        if opening:
-            fence = opening.group(1)
-            lines.append((number, None))
-            continue
-        # Indented code only starts after a blank line (otherwise it continues a paragraph).
-        if _QUOTE.match(line) or (previous_blank and _INDENTED_CODE.match(line) and line.strip()):
-            lines.append((number, None))
-            previous_blank = False
-            continue
-        lines.append((number, line))
-        previous_blank = not line.strip()
-    return lines
+        first, end = token.map
+        if token.type in _HIDDEN_BLOCKS or html.depth:
+            hidden.update(range(first, end))
+        if token.type == "html_block":
+            html.feed(token.content)
+        if token.type != "paragraph_open":
+            continue  # headings, lists, tables, rules: shown text, but never commands
+        nesting = 0
+        for child in tokens[index + 1].children or []:
+            if child.type == "html_inline":  # may open an element, or close the one we are in
+                html.feed(child.content)
+            elif child.type == "slash_command" and nesting == 0 and not html.depth:
+                number = first + child.meta["line_offset"]
+                match = _COMMAND.match(lines[number]) if number < end else None
+                # The raw line must say the same (no tab or look-alike space before the slash).
+                if match and match.group(1).lower() == child.content:
+                    commands[number] = child.content
+            nesting += child.nesting
+    return commands, hidden
 
 
 def parse_commands(body: str | None) -> list[ParsedCommand]:
     """The commands in a comment body, in order (at most MAX_COMMANDS_PER_COMMENT)."""
-    found: list[tuple[int, str, str, list[str]]] = []  # line, name, rest of line, continuation
-    for number, line in _visible_lines(body or ""):
-        if line is None:
-            if found:
-                found[-1][3].append("")  # code or quote ends a command's text paragraph-wise
-            continue
-        match = _COMMAND.match(line)
-        if match:
-            found.append((number, match.group(1).lower(), match.group(2).strip(), []))
-        elif found:
-            found[-1][3].append(line)
-    commands = []
-    for number, name, rest, continuation in found[:MAX_COMMANDS_PER_COMMENT]:
-        text = "\n".join([rest, *continuation]).strip()
-        commands.append(ParsedCommand(name=name, args=tuple(rest.split()), text=text, line=number))
-    return commands
+    text = (body or "").replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+    if not _ANY_COMMAND_LINE.search(text):
+        return []  # no line could be a command: most comments skip the parse
+    lines = text.split("\n")
+    commands, hidden = _command_lines(_MD.parse(text), lines)
+    starts = sorted(commands)
+    parsed = []
+    for position, number in enumerate(starts[:MAX_COMMANDS_PER_COMMENT]):
+        rest = _COMMAND.match(lines[number]).group(2).strip()
+        following = starts[position + 1] if position + 1 < len(starts) else len(lines)
+        continuation = ["" if n in hidden else lines[n] for n in range(number + 1, following)]
+        command_text = _HTML_COMMENT.sub("", "\n".join([rest, *continuation])).strip()
+        parsed.append(ParsedCommand(name=commands[number], args=tuple(rest.split()), text=command_text,
+                                    line=number + 1))
+    return parsed
 
 
 # --------------------------------------------------------------------------------------------

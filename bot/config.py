@@ -64,6 +64,11 @@ class Settings:
     domain_proof_http_port: int | None = None
     domain_proof_allow_private_addresses: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # Webhook intake (docs/foundation.md): the app's hook id (else learned from its ping), and
+    # how long and how slowly a delivery's body may arrive before it is answered 408.
+    webhook_hook_id: int | None = None
+    webhook_read_seconds: float = 10.0
+    webhook_min_bytes_per_second: int = 16384
 
     @property
     def github_app_configured(self) -> bool:
@@ -204,6 +209,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         log_level=_log_level(env),
         dns_nameserver=_ip_address(env, "DNS_NAMESERVER"),
         dns_port=_int(env, "DNS_PORT", 53, minimum=1),
+        webhook_hook_id=_int(env, "WEBHOOK_HOOK_ID", 0, minimum=0) or None,
+        webhook_read_seconds=_float(env, "WEBHOOK_READ_SECONDS", 10.0, minimum=0.1),
+        webhook_min_bytes_per_second=_int(env, "WEBHOOK_MIN_BYTES_PER_SECOND", 16384, minimum=0),
     )
 
 

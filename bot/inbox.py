@@ -54,6 +54,9 @@ class Incoming:
     hook_id: int
     installation_id: int | None
     payload: str
+    # SHA-256 (hex) of the signed raw body (the web intake sets it): a body already stored under
+    # another GUID is a replay and is not stored again. None: no such check.
+    payload_sha256: str | None = None
 
 
 class DeliveryBusy(Exception):
@@ -73,21 +76,22 @@ _INSERTS: dict[str, object] = {}
 
 
 def _insert_statement(dialect: str):
-    """`INSERT … ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id`, built once per
-    dialect: the values travel as bound parameters, so SQLAlchemy's compiled cache is hit."""
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect: the values travel
+    as bound parameters, so SQLAlchemy's compiled cache is hit. Either unique key (the delivery
+    GUID, the body's SHA-256) makes the row a duplicate."""
     statement = _INSERTS.get(dialect)
     if statement is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = _INSERTS[dialect] = (
             insert(Delivery)
-            .on_conflict_do_nothing(index_elements=["hook_id", "delivery_id"])
+            .on_conflict_do_nothing()
             .returning(Delivery.id)
         )
     return statement
 
 
 def store(connection: Connection | Session, incoming: Incoming) -> bool:
-    """Insert the delivery; False when this (hook id, delivery id) is already stored.
+    """Insert the delivery; False when this delivery id (or, when given, this body) is already stored.
 
     One statement: no savepoint, no exception path for the common redelivery case, and no
     race between two web processes. Takes a Connection (the web intake, lightest) or a Session.
@@ -101,6 +105,7 @@ def store(connection: Connection | Session, incoming: Incoming) -> bool:
         "action": incoming.action,
         "installation_id": incoming.installation_id,
         "payload": incoming.payload,
+        "payload_sha256": incoming.payload_sha256,
         "received_at": now,
         "status": DeliveryStatus.PENDING,
         "attempts": 0,
@@ -117,8 +122,8 @@ class _Waiting:
     error: BaseException | None = None
 
 
-_COLUMNS = ("hook_id", "delivery_id", "event", "action", "installation_id", "payload", "received_at", "status",
-            "attempts", "next_attempt_at")
+_COLUMNS = ("hook_id", "delivery_id", "event", "action", "installation_id", "payload", "payload_sha256",
+            "received_at", "status", "attempts", "next_attempt_at")
 
 
 class _BatchInsert:
@@ -142,7 +147,7 @@ class _BatchInsert:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self.row_sql = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
         self.head_sql = f"INSERT INTO delivery ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608 - constants
-        self.tail_sql = " ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING hook_id, delivery_id"
+        self.tail_sql = " ON CONFLICT DO NOTHING RETURNING delivery_id"  # any unique key: a duplicate
         time_type = Delivery.__table__.c.received_at.type.dialect_impl(dialect)
         self.to_db_time = time_type.bind_processor(dialect) or (lambda value: value)
         self.dbapi_error = dialect.loaded_dbapi.Error
@@ -153,7 +158,7 @@ class _BatchInsert:
         params: list = []
         for item in items:
             params += [item.hook_id, item.delivery_id, item.event, item.action, item.installation_id, item.payload,
-                       now, DeliveryStatus.PENDING, 0, now]
+                       item.payload_sha256, now, DeliveryStatus.PENDING, 0, now]
         sql = self.head_sql + ", ".join([self.row_sql] * len(items)) + self.tail_sql
         try:
             inserted = self._execute(sql, params)
@@ -164,12 +169,12 @@ class _BatchInsert:
                                           dialect=self.engine.dialect) from error
         outcomes, seen = [], set()
         for item in items:
-            key = (item.hook_id, item.delivery_id)
+            key = item.delivery_id
             outcomes.append(key in inserted and key not in seen)  # the same delivery twice in one batch
             seen.add(key)
         return outcomes
 
-    def _execute(self, sql: str, params: list) -> set[tuple[int, str]]:
+    def _execute(self, sql: str, params: list) -> set[str]:
         if self.pid != os.getpid():  # forked (gunicorn --preload): the parent's connections are not ours
             self.engine.dispose(close=False)
             self.pid = os.getpid()
@@ -186,7 +191,7 @@ class _BatchInsert:
                 finally:
                     cursor.close()
                 connection.commit()  # SQLite: ends BEGIN IMMEDIATE; PostgreSQL (autocommit): nothing to do
-                return {(hook_id, delivery_id) for hook_id, delivery_id in rows}
+                return {delivery_id for (delivery_id,) in rows}
             except BaseException as error:
                 broken = _discard_if_broken(pooled, connection)
                 if broken and attempt == 1 and isinstance(error, self.dbapi_error):

@@ -39,14 +39,18 @@ class DeliveryStatus:
 class Delivery(SQLModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (
-        UniqueConstraint("hook_id", "delivery_id", name="uq_delivery_hook_delivery"),
+        # GitHub's delivery GUIDs are unique across GitHub: one row per GUID, whatever the hook.
+        UniqueConstraint("delivery_id", name="uq_delivery_delivery_id"),
+        # The same signed body under a new GUID is a replay (migration 0003d).
+        UniqueConstraint("payload_sha256", name="uq_delivery_payload_sha256"),
         Index("ix_delivery_claim", "status", "next_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    # X-GitHub-Delivery repeats on a redelivery and is not unique across hooks, so the pair is.
-    hook_id: int = Field(default=0, sa_type=BigInteger)
+    hook_id: int = Field(default=0, sa_type=BigInteger)  # X-GitHub-Hook-ID, for the record
     delivery_id: str = Field(max_length=64)
+    # SHA-256 (hex) of the raw body as signed, set by the web intake; NULL for rows stored otherwise.
+    payload_sha256: str | None = Field(default=None, max_length=64)
     event: str = Field(max_length=64, index=True)
     action: str | None = Field(default=None, max_length=64)
     installation_id: int | None = Field(default=None, sa_type=BigInteger)
@@ -386,3 +390,12 @@ class DomainProof(SQLModel, table=True):
     checked_at: datetime | None = None
     verified_at: datetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+class AppWebhook(SQLModel, table=True):
+    """The app's own webhook (a GitHub App has exactly one), learned from its signed `ping`:
+    deliveries from any other hook id are refused by the intake (migration 0003d)."""
+
+    __tablename__ = "app_webhook"
+
+    app_id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    hook_id: int = Field(sa_type=BigInteger)
+    recorded_at: datetime = Field(default_factory=utcnow)

@@ -4,6 +4,7 @@ and the fake GitHub and the database show what came out."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from sqlmodel import Session, select
@@ -78,8 +79,12 @@ def test_redelivered_approval_changes_nothing(client, worker, runtime, fake_gith
 
     # GitHub redelivers with the same delivery id: the inbox already has it.
     assert deliver(client, "issue_comment", payload, delivery_id="approve-1").status_code == 200
-    # The same comment arriving as another delivery (another hook, a replayed job) is handled once.
-    assert deliver(client, "issue_comment", payload, delivery_id="approve-1-replay").status_code == 202
+    # The same signed body resent under a new delivery id is a replay: not stored again.
+    assert deliver(client, "issue_comment", payload, delivery_id="approve-1-replay").status_code == 200
+    # The same comment in other bytes (another hook's serialisation, a replayed job) is stored,
+    # and handled once: the comment id was already processed.
+    reworded = json.dumps(payload, indent=2).encode()
+    assert deliver(client, "issue_comment", reworded, delivery_id="approve-1-other").status_code == 202
     assert worker.run_once() == 1
 
     assert len(grants(runtime)) == 1

@@ -60,18 +60,39 @@ def drain(runtime, router, worker: str = "worker-a") -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_store_is_idempotent_per_hook_and_delivery(db):
+def test_store_is_idempotent_per_delivery_id_whatever_the_hook(db):
     put(db, delivery_id="same")
     with db.begin() as connection:
         again = inbox.Incoming("issues", "opened", "same", HOOK_ID, 1, "{}")
         other_hook = inbox.Incoming("issues", "opened", "same", HOOK_ID + 1, 1, "{}")
         assert inbox.store(connection, again) is False
-        assert inbox.store(connection, other_hook) is True
+        assert inbox.store(connection, other_hook) is False  # GUIDs are unique across GitHub
     with Session(db) as session:
         rows = session.exec(select(Delivery).order_by(Delivery.id)).all()
-    assert [(r.hook_id, r.delivery_id, r.status, r.attempts) for r in rows] == [
-        (HOOK_ID, "same", "pending", 0), (HOOK_ID + 1, "same", "pending", 0)]
+    assert [(r.hook_id, r.delivery_id, r.status, r.attempts) for r in rows] == [(HOOK_ID, "same", "pending", 0)]
     assert json.loads(rows[0].payload)["action"] == "opened"  # the first payload was kept
+
+
+def test_store_refuses_a_body_already_stored_under_another_delivery_id(db):
+    with db.begin() as connection:
+        first = inbox.Incoming("issues", "opened", "guid-a", HOOK_ID, 1, '{"a": 1}', payload_sha256="ab" * 32)
+        replay = inbox.Incoming("issues", "opened", "guid-b", HOOK_ID, 1, '{"a": 1}', payload_sha256="ab" * 32)
+        unhashed = inbox.Incoming("issues", "opened", "guid-c", HOOK_ID, 1, '{"a": 1}')
+        assert inbox.store(connection, first) is True
+        assert inbox.store(connection, replay) is False
+        assert inbox.store(connection, unhashed) is True  # no hash given: only the GUID counts
+    with Session(db) as session:
+        assert session.exec(select(Delivery.delivery_id).order_by(Delivery.id)).all() == ["guid-a", "guid-c"]
+
+
+def test_group_commit_refuses_replayed_bodies_in_one_batch_too(db):
+    group = inbox.GroupCommit(db)
+    items = [inbox.Incoming("issues", "opened", f"g-{n}", HOOK_ID, 1, "{}", payload_sha256="cd" * 32)
+             for n in range(3)]
+    outcomes = dict(_store_in_threads(group, items))
+    assert sorted(outcomes.values(), key=str) == [False, False, True]
+    with Session(db) as session:
+        assert len(session.exec(select(Delivery)).all()) == 1
 
 
 def test_store_accepts_a_session_too(session):

@@ -223,11 +223,101 @@ def test_redelivery_is_stored_once_and_handled_once(client, runtime, db):
     assert calls == ["guid-1"]
 
 
-def test_same_delivery_id_from_another_hook_is_a_separate_delivery(client, db):
+def test_the_same_delivery_id_from_another_hook_is_the_same_delivery(client, db):
     payload = issue_event("opened", body="hello")
     assert deliver(client, "issues", payload, delivery_id="guid-2", hook_id=1).status_code == 202
-    assert deliver(client, "issues", payload, delivery_id="guid-2", hook_id=2).status_code == 202
-    assert [(r.hook_id, r.delivery_id) for r in rows(db)] == [(1, "guid-2"), (2, "guid-2")]
+    again = deliver(client, "issues", payload, delivery_id="guid-2", hook_id=2)
+    assert again.status_code == 200 and again.get_json()["duplicate"] is True
+    other_body = deliver(client, "issues", issue_event("opened", body="changed"), delivery_id="guid-2", hook_id=1)
+    assert other_body.status_code == 200  # GUIDs are unique across GitHub: the first stored wins
+    assert [(r.hook_id, r.delivery_id) for r in rows(db)] == [(1, "guid-2")]
+
+
+def test_an_old_body_resent_under_a_new_delivery_id_is_not_stored_again(client, db):
+    payload = issue_event("opened", body="hello")
+    assert deliver(client, "issues", payload, delivery_id="first").status_code == 202
+    replay = deliver(client, "issues", payload, delivery_id="replayed-with-a-new-guid")
+    assert replay.status_code == 200 and replay.get_json()["duplicate"] is True
+    assert [r.delivery_id for r in rows(db)] == ["first"]
+    assert rows(db)[0].payload_sha256 == hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def test_a_replayed_comment_never_runs_its_commands_twice(client, worker, runtime, fake_github):
+    from bot.models import AuditEvent
+    from tests.conftest import REPO, comment_event
+
+    issue = issue_event("opened", body="x")
+    maintainer = {"login": "mia", "id": 9001, "type": "User"}
+    fake_github.add_issue(REPO, 1, body="x", user=issue["issue"]["user"])
+    stored = fake_github.add_comment(REPO, 1, "/help", dict(maintainer))
+    payload = comment_event("created", body="/help", issue_payload=issue, user=maintainer, comment_id=stored["id"])
+    deliver(client, "issues", issue)
+    deliver(client, "issue_comment", payload, delivery_id="c-1")
+    worker.run_once()
+    replies = len(fake_github.bot_comments(REPO, 1))
+    # A new GUID on the very same body is refused at the door; another serialisation of the same
+    # comment is stored, but the comment id was already processed: nothing runs again.
+    assert deliver(client, "issue_comment", payload, delivery_id="c-2").status_code == 200
+    reworded = json.dumps(payload, indent=1).encode()
+    assert deliver(client, "issue_comment", reworded, delivery_id="c-3").status_code == 202
+    worker.run_once()
+    assert len(fake_github.bot_comments(REPO, 1)) == replies
+    with Session(runtime.engine) as session:
+        assert len(session.exec(select(AuditEvent).where(AuditEvent.action == "command.help")).all()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the app's own webhook
+# ---------------------------------------------------------------------------------------------
+
+
+def app_ping(app_id: int = 424242, hook_id: int = HOOK_ID) -> dict:
+    ping = load_payload("ping")
+    return {**ping, "hook_id": hook_id, "hook": {**ping["hook"], "type": "App", "id": hook_id, "app_id": app_id}}
+
+
+def test_deliveries_from_another_hook_are_refused_when_the_hook_id_is_set(runtime, db, caplog):
+    app = create_app(replace(runtime, settings=replace(runtime.settings, webhook_hook_id=HOOK_ID)))
+    client = app.test_client()
+    caplog.set_level(logging.WARNING)
+    refused = deliver(client, "issues", issue_event("opened", body="x"), delivery_id="other-hook", hook_id=HOOK_ID + 1)
+    assert refused.status_code == 403 and "webhook" in refused.get_json()["error"]
+    assert "other-hook" in caplog.text and str(HOOK_ID + 1) in caplog.text
+    assert deliver(client, "issues", issue_event("opened", body="x"), hook_id=HOOK_ID).status_code == 202
+    missing = post(client, BODY, {"X-Hub-Signature-256": sign(WEBHOOK_SECRET, BODY), "X-GitHub-Hook-ID": None,
+                                  "X-GitHub-Delivery": "no-hook-header"})
+    assert missing.status_code == 403
+    assert [r.hook_id for r in rows(db)] == [HOOK_ID]
+
+
+def test_the_apps_ping_records_its_hook_and_other_hooks_are_refused_after_it(app, client, db):
+    from bot.models import AppWebhook
+
+    assert deliver(client, "issues", issue_event("opened", body="a"), hook_id=777).status_code == 202  # not known yet
+    assert deliver(client, "ping", app_ping()).status_code == 200
+    with Session(db) as session:
+        assert [(h.app_id, h.hook_id) for h in session.exec(select(AppWebhook)).all()] == [(424242, HOOK_ID)]
+    assert deliver(client, "issues", issue_event("opened", body="b"), hook_id=777).status_code == 403
+    assert deliver(client, "issues", issue_event("opened", body="c"), hook_id=HOOK_ID).status_code == 202
+    # Another web process learns it from the database.
+    other = create_app(app.extensions["beekeeper"]).test_client()
+    assert deliver(other, "issues", issue_event("opened", body="d"), hook_id=777).status_code == 403
+    # A ping from another hook (a repository webhook sharing the secret) is refused, not recorded.
+    assert deliver(client, "ping", load_payload("ping"), hook_id=load_payload("ping")["hook_id"]).status_code == 403
+    with Session(db) as session:
+        assert [h.hook_id for h in session.exec(select(AppWebhook)).all()] == [HOOK_ID]
+
+
+def test_a_ping_of_another_app_or_with_mismatched_ids_is_not_recorded(client, db):
+    from bot.models import AppWebhook
+
+    assert deliver(client, "ping", app_ping(app_id=1)).status_code == 200  # another app: nothing learned
+    forged = app_ping()
+    forged["hook"]["id"] = 5  # the header says HOOK_ID, the signed body another hook
+    assert deliver(client, "ping", forged).status_code == 200
+    with Session(db) as session:
+        assert session.exec(select(AppWebhook)).all() == []
+    assert deliver(client, "issues", issue_event("opened", body="x"), hook_id=12345).status_code == 202
 
 
 def test_concurrent_redeliveries_store_one_row(app, db):
@@ -390,3 +480,27 @@ def test_a_bug_while_storing_answers_500_and_is_logged(app, db, caplog, monkeypa
 def test_other_paths_still_reach_the_flask_app(client):
     assert client.get("/healthz").status_code == 200
     assert client.post("/webhook/extra", data=BODY).status_code == 404
+
+
+def test_the_intake_settings_are_read_and_checked():
+    from bot.config import ConfigError, load_settings
+
+    defaults = load_settings({})
+    assert (defaults.webhook_hook_id, defaults.webhook_read_seconds, defaults.webhook_min_bytes_per_second) == (
+        None, 10.0, 16384)
+    chosen = load_settings({"BEEKEEPER_WEBHOOK_HOOK_ID": "31337", "BEEKEEPER_WEBHOOK_READ_SECONDS": "2.5",
+                            "BEEKEEPER_WEBHOOK_MIN_BYTES_PER_SECOND": "0"})
+    assert (chosen.webhook_hook_id, chosen.webhook_read_seconds, chosen.webhook_min_bytes_per_second) == (
+        31337, 2.5, 0)
+    for name, value in (("WEBHOOK_HOOK_ID", "abc"), ("WEBHOOK_READ_SECONDS", "0"),
+                        ("WEBHOOK_MIN_BYTES_PER_SECOND", "-1")):
+        with pytest.raises(ConfigError, match=f"BEEKEEPER_{name}"):
+            load_settings({f"BEEKEEPER_{name}": value})
+
+
+def test_a_body_shorter_than_its_content_length_is_400_and_not_stored(client, db):
+    response = client.post("/webhook", input_stream=io.BytesIO(BODY), environ_overrides={
+        "CONTENT_LENGTH": str(len(BODY) + 100)}, headers={
+        "X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-short", "X-Hub-Signature-256": sign(WEBHOOK_SECRET, BODY)})
+    assert response.status_code == 400 and "shorter" in response.get_json()["error"]
+    assert rows(db) == []

@@ -79,6 +79,11 @@ def register(main: click.Group) -> None:
                 self.cfg.set("workers", 1)
                 self.cfg.set("worker_class", "gthread")
                 self.cfg.set("threads", threads)
+                # The production layout's values (docs/operations.md): a worker whose main loop
+                # hangs 30 s is replaced (above the intake's 10 s body deadline); idle kept-alive
+                # connections wait in the poller, not a thread, and are closed after 5 s.
+                self.cfg.set("timeout", 30)
+                self.cfg.set("keepalive", 5)
                 self.cfg.set("accesslog", None)
                 self.cfg.set("post_fork", self.post_fork)
                 self.cfg.set("post_worker_init", self.post_worker_init)
