@@ -44,7 +44,7 @@ class Settings:
     policy_path: str | None = None
     max_webhook_bytes: int = 5 * 1024 * 1024
     worker_max_attempts: int = 8
-    worker_lease_seconds: int = 300
+    worker_lease_seconds: int = 30  # renewed by a heartbeat while a delivery is processed
     worker_poll_seconds: float = 1.0
     instance_path: str = "instance"
     log_level: str = "INFO"
@@ -185,7 +185,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         policy_path=env.get(ENV_PREFIX + "POLICY", "").strip() or None,
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
         worker_max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 8, minimum=1),
-        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, minimum=1),
+        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 30, minimum=1),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
