@@ -48,6 +48,9 @@ class Settings:
     worker_poll_seconds: float = 1.0
     instance_path: str = "instance"
     log_level: str = "INFO"
+    # /metrics and `beekeeper worker --metrics-port` need `Authorization: Bearer <token>`; unset:
+    # they answer the local machine only (bot.metrics.scrape_refusal).
+    metrics_token: str | None = None
     # Set when BEEKEEPER_SECRET_KEY was not given: sessions then do not survive a restart.
     secret_key_generated: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -189,6 +192,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
+        metrics_token=env.get(ENV_PREFIX + "METRICS_TOKEN", "").strip() or None,
     )
 
 
