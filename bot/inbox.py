@@ -3,9 +3,12 @@
 The web intake stores through `GroupCommit` (several concurrent deliveries per commit, each
 request answered only after its commit); workers call `claim()` and `process()`. A claim is a lease:
 the row is marked `processing` until `locked_until`, so a worker killed mid-delivery leaves the
-row to be claimed again once the lease runs out. On PostgreSQL candidate rows are selected
-`FOR UPDATE SKIP LOCKED`, so several workers never take the same delivery at once; on SQLite
-the database-wide write lock (BEGIN IMMEDIATE, see bot.db) does the same.
+row to be claimed again once the lease runs out. Leases are short (30 s by default): a
+`Heartbeat` renews them while the worker processes its batch, and a worker asked to stop
+`release()`s the deliveries it claimed but did not start, so they are due again at once. On
+PostgreSQL candidate rows are selected `FOR UPDATE SKIP LOCKED`, so several workers never take
+the same delivery at once; on SQLite the database-wide write lock (BEGIN IMMEDIATE, see bot.db)
+does the same.
 
 A successful run commits the handlers' database work and the `processed` status in one
 transaction, guarded by the lease: a worker that lost its lease commits nothing. No failure
