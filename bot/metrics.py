@@ -67,6 +67,16 @@ class InboxCollector:
     def __init__(self, engine):
         self.engine = engine
 
+    def describe(self):
+        """The families without their samples: registering the collector (each create_app) must
+        not query the database (the registry would call collect() otherwise)."""
+        yield GaugeMetricFamily("beekeeper_inbox_deliveries", "Deliveries in the inbox", labels=["event", "status"])
+        yield GaugeMetricFamily("beekeeper_inbox_oldest_due_seconds",
+                                "How long the oldest delivery due for processing has waited (0: none waits)")
+        yield GaugeMetricFamily("beekeeper_gateway_last_pull_timestamp_seconds",
+                                "When each active gateway last pulled the allowlist (its creation if never)",
+                                labels=["gateway"])
+
     def collect(self):
         from sqlalchemy import func
         from sqlmodel import Session, select

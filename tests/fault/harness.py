@@ -206,8 +206,10 @@ class HookLog:
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     def send(self, event: str, payload: dict | bytes, guid: str | None = None, *, redelivery: bool = False,
-             timeout: float = 10.0) -> int:
-        """POST one delivery; returns the status (0 when nothing answered), recorded like GitHub."""
+             timeout: float = 10.0, fresh_connection: bool = False) -> int:
+        """POST one delivery; returns the status (0 when nothing answered), recorded like GitHub.
+        `fresh_connection`: a new TCP connection, closed after (GitHub does not keep one open), so
+        successive deliveries are accepted by whichever web process is free."""
         guid = guid or str(uuid.uuid4())
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         with self.lock:
@@ -220,7 +222,11 @@ class HookLog:
             "Content-Type": "application/json",
         }
         try:
-            status = self.http.post(self.url, data=body, headers=headers, timeout=timeout).status_code
+            if fresh_connection:
+                status = requests.post(self.url, data=body, headers={**headers, "Connection": "close"},
+                                       timeout=timeout).status_code
+            else:
+                status = self.http.post(self.url, data=body, headers=headers, timeout=timeout).status_code
         except requests.RequestException:
             status = 0
         action = json.loads(body).get("action") if body.startswith(b"{") else None
