@@ -300,6 +300,12 @@ def approve(ctx: Context, request: AccessRequest, actor: str, *, tier: str | Non
         return refusal
     if _self_decision(policy, actor, actor_id, request.applicant_id, request.applicant_login):
         return Result(REFUSED, "Nobody can approve their own request: another maintainer has to decide.", request)
+    # (issue 15) A maintainer approves what the issue says now, not an older reviewed body.
+    from bot.issue_events import recheck_if_edited
+
+    if actor != SYSTEM and recheck_if_edited(ctx, request):
+        return Result(REFUSED, "The issue was edited since it was last checked. I checked it again (see the "
+                      "status comment): read it, then approve again.", lock_request(session, request))
     tier_name = (tier or request.requested_tier or "").strip().lower()
     tier_obj = policy.tier(tier_name)
     if tier_obj is None:

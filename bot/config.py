@@ -45,10 +45,13 @@ class Settings:
     policy_path: str | None = None
     max_webhook_bytes: int = 5 * 1024 * 1024
     worker_max_attempts: int = 8
-    worker_lease_seconds: int = 300
+    worker_lease_seconds: int = 30  # renewed by a heartbeat while a delivery is processed
     worker_poll_seconds: float = 1.0
     instance_path: str = "instance"
     log_level: str = "INFO"
+    # /metrics and `beekeeper worker --metrics-port` need `Authorization: Bearer <token>`; unset:
+    # they answer the local machine only (bot.metrics.scrape_refusal).
+    metrics_token: str | None = None
     # Set when BEEKEEPER_SECRET_KEY was not given: the web app then signs sessions with a key it
     # generates once and shares through the database (bot.sessions), not with `secret_key`.
     secret_key_generated: bool = False
@@ -203,7 +206,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         policy_path=env.get(ENV_PREFIX + "POLICY", "").strip() or None,
         max_webhook_bytes=_int(env, "MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024),
         worker_max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 8, minimum=1),
-        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, minimum=1),
+        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 30, minimum=1),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
@@ -212,6 +215,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         webhook_hook_id=_int(env, "WEBHOOK_HOOK_ID", 0, minimum=0) or None,
         webhook_read_seconds=_float(env, "WEBHOOK_READ_SECONDS", 10.0, minimum=0.1),
         webhook_min_bytes_per_second=_int(env, "WEBHOOK_MIN_BYTES_PER_SECOND", 16384, minimum=0),
+        metrics_token=env.get(ENV_PREFIX + "METRICS_TOKEN", "").strip() or None,
     )
 
 

@@ -394,18 +394,49 @@ def _check_recent_deliveries(report: Report, github) -> None:
         return
     codes = [int(item.get("status_code") or 0) for item in recent]
     refused = sum(1 for c in codes if c == 401)
-    failed = sum(1 for c in codes if not 200 <= c < 300)
+    unrecovered = _unrecovered_failures(recent)
+    failed = len(unrecovered)
     if codes[0] == 401:
         report.add("webhook secret", FAIL, f"{refused} of the last {len(codes)} deliveries were refused as wrongly "
                    "signed: GitHub's webhook secret differs from BEEKEEPER_WEBHOOK_SECRET",
                    "Set the same value in both (the app's settings page, Webhook secret), restart, then run "
                    "`beekeeper redeliver` to recover the refused deliveries.")
     elif failed:
-        report.add("webhook", WARN, f"{failed} of the last {len(codes)} deliveries failed (status "
-                   f"{', '.join(str(c) for c in sorted(set(codes)) if not 200 <= c < 300)})",
-                   "Run `beekeeper redeliver` (or put it in cron) to have GitHub send them again.")
+        statuses = sorted({int(item.get("status_code") or 0) for item in unrecovered})
+        guids = ", ".join(str(item.get("guid")) for item in unrecovered[:3]) + (" …" if failed > 3 else "")
+        report.add("webhook", WARN, f"{failed} of the last {len(codes)} deliveries failed and were not delivered "
+                   f"since (status {', '.join(str(c) for c in statuses)}; GUID {guids})",
+                   "Run `beekeeper redeliver --since 3d` to have GitHub send them again (and keep it in cron). "
+                   "If they fail again, the status says why: 5xx or 0 = the web or its database was down or "
+                   "unreachable from GitHub (check /readyz, the proxy and BEEKEEPER_PUBLIC_URL), 413 = larger than "
+                   "BEEKEEPER_MAX_WEBHOOK_BYTES, 400 = not a webhook Beekeeper understands (see the web log "
+                   "for that GUID).")
     else:
-        report.add("webhook secret", OK, f"the last {len(codes)} deliveries were accepted")
+        recovered = sum(1 for c in codes if not 200 <= c < 300)
+        note = f" ({recovered} failed first and were redelivered since)" if recovered else ""
+        report.add("webhook secret", OK, f"the last {len(codes)} deliveries were accepted{note}")
+
+
+def _unrecovered_failures(recent: list[dict]) -> list[dict]:
+    """Failed deliveries (newest first, one per GUID) with no later successful delivery of the same
+    GUID: a failure `beekeeper redeliver` already made good is not a current problem."""
+    def when(item: dict) -> str:
+        return str(item.get("delivered_at") or "")
+
+    succeeded: dict[str, str] = {}
+    for item in recent:
+        if 200 <= int(item.get("status_code") or 0) < 300 and item.get("guid"):
+            guid = str(item["guid"])
+            succeeded[guid] = max(succeeded.get(guid, ""), when(item))
+    failures, seen = [], set()
+    for item in recent:  # one entry per GUID: its newest failed attempt
+        guid = str(item.get("guid") or item.get("id"))
+        if 200 <= int(item.get("status_code") or 0) < 300 or guid in seen:
+            continue
+        seen.add(guid)
+        if succeeded.get(guid, "") < when(item) or guid not in succeeded:
+            failures.append(item)
+    return failures
 
 
 def check_form(report: Report, runtime, repo: str, gh) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from bot import metrics as metrics_module
 from bot.db import reader
-from bot.metrics import REGISTRY
 
 bp = Blueprint("health", __name__)
 
@@ -30,4 +30,15 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text; a bearer token (BEEKEEPER_METRICS_TOKEN) or the local machine only."""
+    runtime = current_app.extensions["beekeeper"]
+    refusal = metrics_module.scrape_refusal(getattr(runtime.settings, "metrics_token", None),
+                                            request.headers.get("Authorization"), request.remote_addr,
+                                            request.headers)
+    if refusal is not None:
+        status, reason = refusal
+        response = Response(reason, status=status, mimetype="text/plain")
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="beekeeper metrics"'
+        return response
+    return Response(metrics_module.exposition(runtime.engine), mimetype=CONTENT_TYPE_LATEST)

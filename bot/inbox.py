@@ -3,9 +3,12 @@
 The web intake stores through `GroupCommit` (several concurrent deliveries per commit, each
 request answered only after its commit); workers call `claim()` and `process()`. A claim is a lease:
 the row is marked `processing` until `locked_until`, so a worker killed mid-delivery leaves the
-row to be claimed again once the lease runs out. On PostgreSQL candidate rows are selected
-`FOR UPDATE SKIP LOCKED`, so several workers never take the same delivery at once; on SQLite
-the database-wide write lock (BEGIN IMMEDIATE, see bot.db) does the same.
+row to be claimed again once the lease runs out. Leases are short (30 s by default): a
+`Heartbeat` renews them while the worker processes its batch, and a worker asked to stop
+`release()`s the deliveries it claimed but did not start, so they are due again at once. On
+PostgreSQL candidate rows are selected `FOR UPDATE SKIP LOCKED`, so several workers never take
+the same delivery at once; on SQLite the database-wide write lock (BEGIN IMMEDIATE, see bot.db)
+does the same.
 
 A successful run commits the handlers' database work and the `processed` status in one
 transaction, guarded by the lease: a worker that lost its lease commits nothing. No failure
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, exc, or_, update
+from sqlalchemy import and_, case, exc, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
@@ -229,12 +232,29 @@ class GroupCommit:
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self.transactions = 0  # how many commits carried the deliveries (for tests and curiosity)
+        self.queue_changed = threading.Condition(self._queue_lock)  # notified when a delivery queues
+
+    def queued(self) -> int:
+        """Deliveries waiting for the next commit."""
+        with self._queue_lock:
+            return len(self._queue)
+
+    def wait_queued(self, count: int, timeout: float) -> bool:
+        """Until at least `count` deliveries wait for a commit; False when `timeout` ran out first."""
+        with self.queue_changed:
+            return self.queue_changed.wait_for(lambda: len(self._queue) >= count, timeout=timeout)
+
+    def hold_commits(self):
+        """Hold the commit lock (as a commit in progress does): deliveries queue up meanwhile.
+        A context manager, for tests that need several deliveries in one commit."""
+        return self._commit_lock
 
     def store(self, incoming: Incoming) -> bool:
         """Like `store()`, committed: True when stored, False for a delivery already stored."""
         waiting = _Waiting(incoming)
         with self._queue_lock:
             self._queue.append(waiting)
+            self.queue_changed.notify_all()
         with self._commit_lock:
             if not waiting.done:  # nobody committed it while we waited for the lock: commit the queue
                 with self._queue_lock:
@@ -436,21 +456,120 @@ def _record_failure(engine: Engine, delivery_pk: int, worker: str, event: Event,
     return DeliveryStatus.RETRY
 
 
+def renew(engine: Engine, worker: str, lease_seconds: int) -> int:
+    """Heartbeat: push the lease of every delivery `worker` holds to now + `lease_seconds`.
+
+    Only leases still held are renewed (`locked_by` is the worker and the row is processing);
+    a delivery another worker took meanwhile is left alone. Returns how many were renewed.
+    """
+    now = utcnow()
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(Delivery.locked_by == worker, Delivery.status == DeliveryStatus.PROCESSING)
+            .values(locked_until=now + timedelta(seconds=lease_seconds))
+        )
+        return result.rowcount or 0
+
+
+def release(engine: Engine, worker: str, ids: list[int] | None = None) -> int:
+    """Give back deliveries `worker` claimed but did not start (graceful stop): due at once for
+    any worker, and the claim does not count as an attempt. Returns how many were released."""
+    now = utcnow()
+    condition = [Delivery.locked_by == worker, Delivery.status == DeliveryStatus.PROCESSING]
+    if ids is not None:
+        if not ids:
+            return 0
+        condition.append(Delivery.id.in_(ids))
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(*condition)
+            .values(status=case((Delivery.attempts <= 1, DeliveryStatus.PENDING), else_=DeliveryStatus.RETRY),
+                    attempts=case((Delivery.attempts > 0, Delivery.attempts - 1), else_=0),
+                    next_attempt_at=now, locked_until=None, locked_by=None)
+        )
+        released = result.rowcount or 0
+    if released:
+        log.info("worker %s released %d claimed deliveries it will not process", worker, released)
+    return released
+
+
+class Heartbeat:
+    """A thread that renews a worker's leases every `interval` seconds while it runs, so a lease
+    can be short (a crashed worker's deliveries are taken over quickly) and a long delivery
+    still keeps its lease. A failed renewal (database away) is logged and tried again."""
+
+    def __init__(self, engine: Engine, worker: str, lease_seconds: int, interval: float | None = None):
+        self.engine, self.worker, self.lease_seconds = engine, worker, lease_seconds
+        self.interval = interval if interval is not None else max(0.05, lease_seconds / 3)
+        self.beats = 0
+        self.beaten = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wait_beats(self, count: int, timeout: float) -> bool:
+        """Until `count` renewals were done since start; False when `timeout` ran out first."""
+        with self.beaten:
+            return self.beaten.wait_for(lambda: self.beats >= count, timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                renew(self.engine, self.worker, self.lease_seconds)
+                with self.beaten:
+                    self.beats += 1
+                    self.beaten.notify_all()
+            except Exception as exc:  # noqa: BLE001 - next beat tries again; the lease may run out
+                log.warning("lease heartbeat of %s failed (%s: %.200s)", self.worker, type(exc).__name__, exc)
+
+    def __enter__(self) -> Heartbeat:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"lease-heartbeat-{self.worker}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, self.interval))
+            self._thread = None
+
+
 def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_seconds: int, max_attempts: int,
-          batch: int = 10, should_stop: Callable[[], bool] | None = None) -> int:
-    """Process every due delivery until none is left (or `should_stop()`); returns how many."""
+          batch: int = 10, should_stop: Callable[[], bool] | None = None,
+          heartbeat_seconds: float | None = None) -> int:
+    """Process every due delivery until none is left (or `should_stop()`); returns how many.
+
+    With `heartbeat_seconds`, a Heartbeat renews the leases while the batch is processed. On a
+    stop request the delivery in hand is finished and the rest of the batch is released at once
+    (not left to run out its lease).
+    """
     done = 0
     while not (should_stop and should_stop()):
         ids = claim(engine, worker, lease_seconds, limit=batch, max_attempts=max_attempts)
         if not ids:
             return done
-        for delivery_pk in ids:
-            # A stop request leaves the rest of the batch leased; the leases run out and another
-            # worker (or this one after a restart) takes them.
-            if should_stop and should_stop():
-                return done
-            process(engine, delivery_pk, worker, router, make_context, max_attempts)
-            done += 1
+        pending = list(ids)
+        beat = Heartbeat(engine, worker, lease_seconds, heartbeat_seconds) if heartbeat_seconds else None
+        try:
+            if beat is not None:
+                beat.__enter__()
+            while pending:
+                if should_stop and should_stop():
+                    break
+                process(engine, pending[0], worker, router, make_context, max_attempts)
+                pending.pop(0)
+                done += 1
+        finally:
+            if beat is not None:
+                beat.__exit__(None, None, None)
+            if pending:
+                try:
+                    release(engine, worker, pending)
+                except Exception as exc:  # noqa: BLE001 - then the leases run out (short) instead
+                    log.warning("could not release %d deliveries of %s (%s: %.200s); their leases will run out",
+                                len(pending), worker, type(exc).__name__, exc)
     return done
 
 

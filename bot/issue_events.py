@@ -11,6 +11,12 @@
 
 Closing (withdrawal) and auto-approval belong to the application state machine, whose handlers
 run after these on the same events, in the same database session.
+
+Freshness: deliveries are not processed in the order they were sent (several workers, retries),
+so a payload's body may be older than one already reviewed. The review therefore acts on the
+issue as it is now: an `edited` event, or any event whose body differs from the one last
+reviewed, fetches the issue (one GET) and reviews that. Two quick edits then converge on the
+latest body whichever delivery finishes last.
 """
 
 from __future__ import annotations
@@ -92,6 +98,12 @@ def review_request_issue(event: Event, ctx: Context) -> None:
         log.info("issue %s#%s looks like a request form without the %r label: adding it", repo,
                  issue["number"], trigger)
         _add_trigger_label(ctx, repo, issue, trigger)
+    if _may_be_stale(ctx, event, repo, issue):
+        current = current_issue(ctx, repo, int(issue["number"]))
+        if current is None:
+            log.info("issue %s#%s no longer exists (deleted or transferred): not reviewed", repo, issue["number"])
+            return
+        issue = current
     try:
         with ctx.session.begin_nested():  # a vanished issue leaves no half-made request behind
             review_issue(ctx, repo, issue, reason=event.action or "")
@@ -106,4 +118,38 @@ def _issue_exists(ctx: Context, repo: str, number: int) -> bool:
         ctx.github.get_issue(repo, number)
     except NotFound:
         return False
+    return True
+
+
+def _may_be_stale(ctx: Context, event: Event, repo: str, issue: dict) -> bool:
+    """An edit (another may have followed it), or a body other than the one last reviewed."""
+    if event.action == "edited":
+        return True
+    request = _request_of(ctx, repo, issue)
+    return request is not None and request.body_sha256 != body_sha256(issue.get("body"))
+
+
+def current_issue(ctx: Context, repo: str, number: int) -> dict | None:
+    """The issue as GitHub has it now (one GET), or None when it no longer exists."""
+    try:
+        issue = ctx.github.get_issue(repo, number)
+    except NotFound:
+        return None
+    return issue if isinstance(issue, dict) and issue.get("number") else None
+
+
+def recheck_if_edited(ctx: Context, request: AccessRequest) -> bool:
+    """Before a maintainer's decision: True when the issue's body is not the one last reviewed
+    (an edit whose delivery is not processed yet, or is processed out of order). The request is
+    then reviewed again on the current body (status comment and labels updated), so the decision
+    can be made on what the issue says now. A vanished issue is not checked here (publishing the
+    decision will fail on it)."""
+    if not request.body_sha256:
+        return False
+    issue = current_issue(ctx, request.repo, request.issue_number)
+    if issue is None or body_sha256(issue.get("body")) == request.body_sha256:
+        return False
+    log.info("issue %s#%s was edited since its last review: reviewing it again before the decision",
+             request.repo, request.issue_number)
+    review_issue(ctx, request.repo, issue, reason="edited")
     return True

@@ -26,12 +26,19 @@ def prune_allowlist_changes(runtime: Runtime) -> None:
         log.info("pruned %d allowlist change rows", removed)
 
 
+def heartbeat_interval(lease_seconds: float) -> float:
+    """How often a worker renews its leases: three beats per lease, so one late or failed beat
+    (a slow database) does not lose the lease."""
+    return max(0.05, lease_seconds / 3)
+
+
 class Worker:
     def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10, router: Router | None = None):
         self.runtime = runtime
         self.name = name or inbox.worker_name()
         self.batch = batch
         self.stop_event = threading.Event()
+        self._wake = runtime.wake or threading.Event()
         self._last_run: dict[int, float] = {}
         if router is None:
             load_handlers()
@@ -51,6 +58,7 @@ class Worker:
             max_attempts=settings.worker_max_attempts,
             batch=self.batch,
             should_stop=self.stop_event.is_set,
+            heartbeat_seconds=heartbeat_interval(settings.worker_lease_seconds),
         )
 
     def run_periodic(self) -> None:
@@ -67,7 +75,7 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker %s started", self.name)
-        wake = self.runtime.wake or threading.Event()
+        wake = self._wake
         while not self.stop_event.is_set():
             # Cleared before draining: a delivery stored while we drain sets it again, so the
             # wait below returns at once and nothing waits a whole poll interval.
@@ -82,9 +90,10 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
+        """Graceful stop: the delivery in hand is finished, the rest of the batch released at
+        once for other workers, then `run_forever` returns."""
         self.stop_event.set()
-        if self.runtime.wake is not None:
-            self.runtime.wake.set()
+        self._wake.set()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="beekeeper-worker", daemon=True)

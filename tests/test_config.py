@@ -79,7 +79,7 @@ def test_defaults_with_nothing_set(clean_env):
     assert settings.github_url == "https://github.com"
     assert settings.public_url == "http://localhost:8000"
     assert (settings.max_webhook_bytes, settings.worker_max_attempts, settings.worker_lease_seconds) == (
-        5 * 1024 * 1024, 8, 300)
+        5 * 1024 * 1024, 8, 30)  # lease: 30 s, renewed by a heartbeat (issue 15)
     assert settings.worker_poll_seconds == 1.0 and settings.log_level == "INFO"
     assert settings.secret_key and settings.secret_key_generated
     assert not settings.github_app_configured

@@ -200,3 +200,35 @@ def test_a_form_the_app_may_not_read_is_a_warning(healthy, runtime):
     assert report.ok, _fails(report)
     (finding,) = _by_check(report, "issue form", doctor.WARN)
     assert "may not read" in finding.message and "contents: read" in finding.fix
+
+
+# ---- (issue 15) a failure redelivered with success since is not a current failure ----------------
+
+
+def _hook_delivery(i: int, guid: str, status: int, minutes_ago: int, redelivery: bool = False) -> dict:
+    return {"id": i, "guid": guid, "delivered_at": (utcnow() - timedelta(minutes=minutes_ago)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"), "status_code": status, "event": "issues", "action": "opened",
+        "redelivery": redelivery}
+
+
+def test_failures_redelivered_with_success_are_not_reported(healthy, runtime):
+    # six deliveries failed while the web was down, then `beekeeper redeliver` sent them again
+    healthy.hook_deliveries.extend(_hook_delivery(i, f"g-{i}", 502, 60 + i) for i in range(1, 7))
+    healthy.hook_deliveries.extend(_hook_delivery(10 + i, f"g-{i}", 202, 10 + i, True) for i in range(1, 7))
+    report = doctor.run(runtime)
+    assert _by_check(report, "webhook", doctor.WARN) == []
+    (ok,) = _by_check(report, "webhook secret", doctor.OK)
+    assert "6 failed first and were redelivered since" in ok.message
+
+
+def test_a_failure_not_redelivered_yet_is_reported_with_what_to_do(healthy, runtime):
+    healthy.hook_deliveries.extend([
+        _hook_delivery(1, "g-fixed", 503, 30), _hook_delivery(2, "g-fixed", 202, 5, True),
+        _hook_delivery(3, "g-open", 502, 20), _hook_delivery(4, "g-again", 502, 40),
+        _hook_delivery(5, "g-again", 503, 2, True),  # redelivered, and failed again
+        _hook_delivery(6, "g-ok", 202, 1)])
+    report = doctor.run(runtime)
+    (warning,) = _by_check(report, "webhook", doctor.WARN)
+    assert warning.message.startswith("2 of the last 6 deliveries failed and were not delivered since")
+    assert "g-open" in warning.message and "g-again" in warning.message and "g-fixed" not in warning.message
+    assert "beekeeper redeliver --since 3d" in warning.fix and "/readyz" in warning.fix

@@ -119,8 +119,6 @@ def _body(n: int) -> str:
 def test_two_grants_racing_for_one_domain_meet_the_database_constraint(runtime, session):
     """The first grant has flushed but not committed its domain when the second checks: the check
     cannot see it, so only the unique index stops the second — as a clear GrantConflict."""
-    import time
-
     from bot import grants
     from tests.request_helpers import make_request
 
@@ -135,7 +133,9 @@ def test_two_grants_racing_for_one_domain_meet_the_database_constraint(runtime, 
             grants.create_grant(s, s.get(AccessRequest, first_request.id), "seed", "a", app_id="first",
                                 domains=["race.io"], source="t")
             flushed.set()
-            time.sleep(0.5)  # the second insert is now waiting on the index entry
+            # Commit only once PostgreSQL shows the second insert waiting on the index entry (no
+            # sleep that assumes it got there).
+            assert _wait_for_lock_waiter(engine, timeout=30), "the second insert never waited on the first"
             s.commit()
             outcome["first"] = "committed"
         engine.dispose()
@@ -163,3 +163,22 @@ def test_two_grants_racing_for_one_domain_meet_the_database_constraint(runtime, 
     assert "race.io" in outcome["message"]
     session.expire_all()
     assert [g.app_id for g in session.exec(select(Grant)).all()] == ["first"]
+
+
+def _wait_for_lock_waiter(engine, timeout: float) -> bool:
+    """Until another session of this database waits on a lock (pg_stat_activity), or timeout."""
+    import time
+
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar_one()
+            connection.rollback()  # a fresh snapshot of pg_stat_activity next time
+            if waiting:
+                return True
+            time.sleep(0.01)
+    return False

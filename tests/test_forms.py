@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -383,17 +381,13 @@ def test_split_list_accepts_bullets_commas_and_spaces():
 def test_hostile_body_parses_quickly_and_keeps_the_text():
     huge = "A" * 1_000_000
     text = body({**GOOD_ANSWERS, "description": huge + "\x00\x1b[31m\u202e"})
-    started = time.perf_counter()
-    parsed = parse(text)
-    assert time.perf_counter() - started < 2.0
+    parsed = parse(text)  # how fast: benchmarks/bench_forms.py ("parse 1 MB body", with its budget)
     assert parsed.values["description"].startswith("A" * 1000) and parsed.values["tier"] == "seed"
 
 
 def test_many_heading_lines_do_not_blow_up():
     text = REAL_BODY.replace("A chat front-end", "### App name\n### Terms\n" * 20_000)
-    started = time.perf_counter()
-    parsed = parse(text)
-    assert time.perf_counter() - started < 3.0
+    parsed = parse(text)  # how fast: benchmarks/bench_forms.py ("parse 40k heading lines", with its budget)
     assert parsed.values["tier"] == "seed"
 
 

@@ -48,7 +48,9 @@ def test_authenticate_accepts_only_the_active_credential(session):
     assert gateways.authenticate(session, f"Bearer {credential}", "bk").name == "edge"
     assert gateways.authenticate(session, f"bearer  {credential} ", "bk").name == "edge"
     assert gateways.authenticate(session, credential, "bk") is None  # no scheme
-    assert gateways.authenticate(session, f"Bearer {credential[:-1]}x", "bk") is None  # checksum
+    tampered = credential[:-1] + ("y" if credential[-1] == "x" else "x")  # always a different last character
+    assert tampered != credential
+    assert gateways.authenticate(session, f"Bearer {tampered}", "bk") is None  # checksum
     assert gateways.authenticate(session, f"Bearer {credential}", "zz") is None  # another prefix
     assert gateways.authenticate(session, f"Bearer {keyformat.generate('bk', 'gw')}", "bk") is None
     gateways.revoke(session, "edge", "test")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -112,15 +111,15 @@ def _store_in_threads(group: inbox.GroupCommit, items: list[inbox.Incoming]) -> 
         except Exception as exc:  # noqa: BLE001 - recorded for the assertion
             results.append((item.delivery_id, exc))
 
-    group._commit_lock.acquire()  # a commit in progress
     threads = [threading.Thread(target=store, args=(item,)) for item in items]
+    with group.hold_commits():  # a commit in progress
+        for thread in threads:
+            thread.start()
+        queued = group.wait_queued(len(items), timeout=30)
+        assert queued, f"only {group.queued()} of {len(items)} deliveries queued"
     for thread in threads:
-        thread.start()
-    while len(group._queue) < len(items):
-        time.sleep(0.001)
-    group._commit_lock.release()
-    for thread in threads:
-        thread.join(10)
+        thread.join(30)
+        assert not thread.is_alive()
     return results
 
 
@@ -256,6 +255,81 @@ def test_a_delivery_that_kills_its_worker_every_time_ends_dead(runtime, router, 
     assert dead.status == "dead" and dead.attempts == MAX_ATTEMPTS
     assert "lease expired" in dead.last_error
     assert json.loads(dead.payload)["action"] == "opened"
+
+
+def test_a_stop_request_finishes_the_delivery_in_hand_and_releases_the_rest(runtime, router, frozen_clock):
+    """Graceful stop (SIGTERM): the handler running finishes; the four other deliveries of the
+    batch are given back at once, uncounted, and another worker takes them without waiting."""
+    delivery_ids = [put(runtime.engine) for _ in range(5)]
+    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def handler(event, ctx):
+        seen.append((event.delivery_id, "a" if not stop.is_set() else "late"))
+        stop.set()  # SIGTERM arrives while the first delivery is processed
+
+    router.on("issues", "opened")(handler)
+    done = inbox.drain(runtime.engine, router, runtime.make_context, worker="worker-a", lease_seconds=LEASE,
+                       max_attempts=MAX_ATTEMPTS, batch=5, should_stop=stop.is_set)
+    assert done == 1 and seen == [(delivery_ids[0], "a")]
+    first = row(runtime.engine, delivery_ids[0])
+    assert (first.status, first.attempts, first.locked_by) == ("processed", 1, "worker-a")
+    for delivery_id in delivery_ids[1:]:
+        released = row(runtime.engine, delivery_id)
+        assert (released.status, released.attempts, released.locked_by, released.locked_until) == (
+            "pending", 0, None, None)
+    # no time passes: the other worker does not wait for any lease
+    assert drain(runtime, router, "worker-b") == 4
+    for delivery_id in delivery_ids[1:]:
+        finished = row(runtime.engine, delivery_id)
+        assert (finished.status, finished.attempts, finished.locked_by) == ("processed", 1, "worker-b")
+
+
+def test_release_gives_back_only_the_workers_own_leases_and_keeps_earlier_attempts(runtime, router, frozen_clock):
+    failing = put(runtime.engine)
+    router.on("issues", "opened")(lambda event, ctx: (_ for _ in ()).throw(RuntimeError("GitHub down")))
+    assert drain(runtime, router) == 1  # failed once: waiting for a retry
+    other = put(runtime.engine)
+    frozen_clock.advance(hours=1)
+    mine = inbox.claim(runtime.engine, "worker-a", LEASE, limit=1)
+    theirs = inbox.claim(runtime.engine, "worker-b", LEASE, limit=1)
+    assert len(mine) == len(theirs) == 1 and row(runtime.engine, failing).attempts == 2
+    assert inbox.release(runtime.engine, "worker-a") == 1
+    back = row(runtime.engine, failing)
+    assert (back.status, back.attempts, back.locked_by, back.next_attempt_at) == (
+        "retry", 1, None, frozen_clock.now())
+    assert back.last_error.startswith("RuntimeError")
+    held = row(runtime.engine, other)
+    assert (held.status, held.locked_by, held.attempts) == ("processing", "worker-b", 1)
+
+
+def test_heartbeat_keeps_a_long_delivery_leased_and_stops_with_the_worker(db, frozen_clock):
+    """While the heartbeat runs, the lease never runs out however long the delivery takes; once
+    it stops (the worker died), the delivery is free one lease later."""
+    delivery_id = put(db)
+    (pk,) = inbox.claim(db, "worker-a", LEASE)
+    with inbox.Heartbeat(db, "worker-a", LEASE, interval=0.01) as beat:
+        for round_ in range(1, 4):  # three whole leases go by
+            frozen_clock.advance(seconds=LEASE - 1)
+            assert beat.wait_beats(beat.beats + 2, timeout=30), "no heartbeat"
+            assert row(db, delivery_id).locked_until == frozen_clock.now() + timedelta(seconds=LEASE), round_
+            assert inbox.claim(db, "worker-b", LEASE) == []
+    frozen_clock.advance(seconds=LEASE - 1)
+    assert inbox.claim(db, "worker-b", LEASE) == []
+    frozen_clock.advance(seconds=2)
+    assert inbox.claim(db, "worker-b", LEASE) == [pk]
+    taken = row(db, delivery_id)
+    assert (taken.locked_by, taken.attempts) == ("worker-b", 2)
+    assert inbox.renew(db, "worker-a", LEASE) == 0  # the old holder renews nothing it lost
+
+
+def test_leases_are_short_by_default_and_renewed_three_times_per_lease():
+    from bot.config import load_settings
+    from bot.worker import heartbeat_interval
+
+    assert load_settings({}).worker_lease_seconds == 30
+    assert load_settings({"BEEKEEPER_WORKER_LEASE_SECONDS": "12"}).worker_lease_seconds == 12
+    assert heartbeat_interval(30) == 10
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,12 +26,13 @@ LOGIN = "login"  # anonymous visitors are sent to sign in
 OK = "ok"  # the page, or the action done and a redirect back to the page
 MISSING = 404  # somebody else's grant: nothing about it is revealed
 FORBIDDEN = 403
+POLICY = "policy"  # allowed to ask, and answered with the page saying why not (here: one grant each)
 
 # (method, url template, anonymous, applicant, other user, maintainer)
 PORTAL = [
     ("GET", "/me", LOGIN, OK, OK, OK),
     ("GET", "/me/self-service", LOGIN, OK, OK, OK),
-    ("POST", "/me/self-service", LOGIN, OK, OK, OK),
+    ("POST", "/me/self-service", LOGIN, POLICY, OK, OK),
     ("POST", "/me/grants/{grant}/domains", LOGIN, OK, MISSING, MISSING),
     ("POST", "/me/grants/{grant}/domains/{domain}/remove", LOGIN, OK, MISSING, MISSING),
     ("POST", "/me/grants/{grant}/domain-changes/{change}/withdraw", LOGIN, OK, MISSING, MISSING),
@@ -62,6 +63,7 @@ MATRIX = PORTAL + [(method, url, LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN if url i
 PEOPLE = {"anonymous": None, "applicant": APPLICANT, "other user": STRANGER, "maintainer": MAINTAINER}
 FORM = {"tier": "nectar", "reason": "Because.", "message": "Tell us more.", "domain": "extra.example.com",
         "app_id": "some-app", "domains": ""}
+FORM_FOR = {"/me/self-service": {"domains": "some-app.example.com"}}
 
 
 @pytest.fixture
@@ -94,6 +96,37 @@ def state(db) -> tuple:
             read(db, select(func.count()).select_from(ApiKey)))
 
 
+# What each allowed action must have done (beyond "something changed").
+DONE = {
+    "/me/self-service": lambda db, w: read(db, select(func.count()).select_from(Grant))[0] == 2,
+    "/me/grants/{grant}/domains": lambda db, w: "extra.example.com" in read(
+        db, select(DomainChange.domain)) or "extra.example.com" in read(db, select(GrantDomain.domain)),
+    "/me/grants/{grant}/domains/{domain}/remove": lambda db, w: read(
+        db, select(GrantDomain.active).where(GrantDomain.id == w["domain"])) == [False],
+    "/me/grants/{grant}/domain-changes/{change}/withdraw": lambda db, w: read(
+        db, select(DomainChange.state).where(DomainChange.id == w["change"])) != ["pending"],
+    "/me/grants/{grant}/keys/claim": lambda db, w: read(db, select(func.count()).select_from(ApiKey))[0] > 1,
+    "/me/grants/{grant}/keys/rotate": lambda db, w: read(
+        db, select(ApiKey.expires_at).where(ApiKey.id == w["key"]))[0] is not None,
+    "/me/grants/{grant}/keys/{key}/revoke": lambda db, w: read(
+        db, select(ApiKey.revoked_at).where(ApiKey.id == w["key"]))[0] is not None,
+    "/admin/requests/{request}/approve": lambda db, w: read(
+        db, select(AccessRequest.state).where(AccessRequest.id == w["request"])) == [RequestState.APPROVED],
+    "/admin/requests/{request}/reject": lambda db, w: read(
+        db, select(AccessRequest.state).where(AccessRequest.id == w["request"])) == [RequestState.REJECTED],
+    "/admin/requests/{request}/needs-info": lambda db, w: read(
+        db, select(AccessRequest.state).where(AccessRequest.id == w["request"])) == [RequestState.NEEDS_INFO],
+    "/admin/domain-changes/{change}/approve": lambda db, w: read(
+        db, select(DomainChange.state).where(DomainChange.id == w["change"])) == ["approved"],
+    "/admin/domain-changes/{change}/reject": lambda db, w: read(
+        db, select(DomainChange.state).where(DomainChange.id == w["change"])) == ["rejected"],
+    "/admin/grants/{grant}/tier": lambda db, w: read(db, select(Grant.tier).where(Grant.id == w["grant"])) == [
+        "nectar"],
+    "/admin/grants/{grant}/revoke": lambda db, w: read(
+        db, select(Grant.status).where(Grant.id == w["grant"])) == ["revoked"],
+}
+
+
 @pytest.mark.parametrize("who", list(PEOPLE))
 @pytest.mark.parametrize("method, url, expected", [(m, u, tuple(e)) for m, u, *e in MATRIX],
                          ids=[f"{m} {u}" for m, u, *_ in MATRIX])
@@ -108,13 +141,20 @@ def test_route_permissions(client, db, world, method, url, expected, who, fake_g
     if method == "GET":
         response = client.get(path)
     else:
-        response = client.post(path, data={"csrf_token": token, **FORM})
+        response = client.post(path, data={"csrf_token": token, **FORM, **FORM_FOR.get(url, {})})
     if expect == LOGIN:
         assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
-    elif expect == OK:
+    elif expect == OK and method == "GET":
+        assert response.status_code == 200, response.status_code
+    elif expect == POLICY:
+        assert response.status_code == 200 and "/login" not in response.headers.get("Location", "")
+    elif expect == OK:  # an allowed action: done (the database shows it), then a page or back to one
         assert response.status_code in (200, 302), response.status_code
         if response.status_code == 302:
             assert "/login" not in response.headers["Location"]
+        after = state(db)
+        assert after != before, f"{method} {url} was allowed but did nothing"
+        assert DONE[url](db, world), f"{method} {url} did not do what it says"
     else:
         assert response.status_code == expect
         assert "granted-app" not in response.get_data(as_text=True)

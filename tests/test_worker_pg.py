@@ -125,3 +125,51 @@ def test_two_workers_on_the_test_database_drain_each_delivery_once(db, database_
     invocations, by_worker = drain_with_two_workers(db, database_url, settings, policy, github, 60)
     assert [d for d, n in invocations.items() if n != 1] == []
     assert sum(by_worker.values()) == 60
+
+
+def test_a_stopped_worker_hands_its_batch_to_the_next_one_at_once(db, database_url, settings, policy, github):
+    """Worker A is stopped (SIGTERM's handler calls stop()) in the middle of its first delivery:
+    it finishes that one, releases the other nine of its batch and its loop returns; worker B then
+    takes them at once — the lease (10 minutes) never runs out in this test — each on attempt 1."""
+    from dataclasses import replace
+
+    ids = fill_inbox(db, 20)
+    long_lease = replace(settings, worker_lease_seconds=600)
+    in_hand = threading.Event()
+    let_go = threading.Event()
+    handled: list[tuple[str, str]] = []
+    router = Router()
+
+    @router.on("issues", "opened")
+    def handler(event, ctx):
+        handled.append((threading.current_thread().name, event.delivery_id))
+        if threading.current_thread().name == "worker-a":
+            in_hand.set()
+            assert let_go.wait(30), "the test never let worker A finish"
+
+    engines = [make_engine(database_url) for _ in range(2)]
+    a, b = (Worker(Runtime(settings=long_lease, policy=policy, engine=engine, github=github), name=f"worker-{n}",
+                   router=router, batch=10) for n, engine in zip("ab", engines, strict=True))
+    thread = threading.Thread(target=a.run_forever, name="worker-a")
+    thread.start()
+    try:
+        assert in_hand.wait(30), "worker A never started a delivery"
+        a.stop()  # what the SIGTERM handler does
+        let_go.set()
+        thread.join(30)
+        assert not thread.is_alive()
+        with Session(db) as session:
+            rows = {d.delivery_id: d for d in session.exec(select(Delivery)).all()}
+        assert [d for d, row in rows.items() if row.status == "processed"] == [ids[0]]  # only the one in hand
+        assert all(rows[d].status == "pending" and rows[d].attempts == 0 and rows[d].locked_by is None
+                   for d in ids[1:])  # nine released, ten never claimed: all simply due
+        assert b.run_once() == 19
+    finally:
+        let_go.set()
+        for engine in engines:
+            engine.dispose()
+    assert [d for _, d in handled] == ids  # each exactly once, in order
+    with Session(db) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert {(r.status, r.attempts) for r in rows} == {("processed", 1)}
+    assert {r.locked_by for r in rows} == {"worker-a", "worker-b"}

@@ -87,6 +87,8 @@ def register(main: click.Group) -> None:
                 self.cfg.set("accesslog", None)
                 self.cfg.set("post_fork", self.post_fork)
                 self.cfg.set("post_worker_init", self.post_worker_init)
+                self.cfg.set("worker_exit", self.worker_exit)
+                self.cfg.set("child_exit", metrics.child_exit)  # PROMETHEUS_MULTIPROC_DIR, when set
 
             def load(self):
                 return create_app(runtime)
@@ -104,29 +106,59 @@ def register(main: click.Group) -> None:
                 from bot.reconcile import schedule
 
                 schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
-                Worker(runtime).start_thread()
+                embedded = Worker(runtime)
+                EmbeddedServer.embedded = (embedded, embedded.start_thread())
 
+            @staticmethod
+            def worker_exit(_server, _worker):
+                # Graceful stop: finish the delivery in hand, release the rest of the batch.
+                running = getattr(EmbeddedServer, "embedded", None)
+                if running is not None:
+                    inbox_worker, thread = running
+                    inbox_worker.stop()
+                    thread.join(timeout=25)
+
+        from bot import metrics
+
+        metrics.prepare_multiprocess_dir()  # before the fork: counters of an earlier run are dropped
         click.echo(f"Beekeeper listening on http://{host}:{port}", err=True)
         EmbeddedServer().run()
 
     @main.command()
     @click.option("--once", is_flag=True, help="Drain the inbox once and exit.")
     @click.option("--batch", default=10, show_default=True, type=int)
+    @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                  help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics (0: any free port).")
+    @click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                  help="Address for --metrics-port (0.0.0.0 for a scraper on another machine: set "
+                       "BEEKEEPER_METRICS_TOKEN then).")
     @pass_state
-    def worker(state, once: bool, batch: int) -> None:
-        """Process stored deliveries (run several against PostgreSQL to scale out)."""
+    def worker(state, once: bool, batch: int, metrics_port: int | None, metrics_host: str) -> None:
+        """Process stored deliveries (run several against PostgreSQL to scale out).
+
+        SIGTERM or SIGINT: the delivery in hand is finished, the rest of the batch released at
+        once for the other workers, then the process exits.
+        """
         import signal
 
+        from bot import metrics
         from bot.worker import Worker
 
         runtime = state.runtime
         configure_logging(runtime.settings)
         if migrate.pending(runtime.engine):
             raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
+        if metrics_port is not None and metrics.multiprocess_dir():
+            raise click.ClickException(
+                f"{metrics.MULTIPROC_ENV} is set: that directory is the gunicorn web processes' (their /metrics "
+                "sums it); unset it for `beekeeper worker`, whose --metrics-port serves its own counters")
         w = Worker(runtime, batch=batch)
         if once:
             click.echo(f"processed {w.run_once()} deliveries")
             return
+        if metrics_port is not None:
+            server = metrics.serve_worker_metrics(metrics_host, metrics_port, runtime.settings.metrics_token)
+            click.echo(f"worker metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
         from bot.reconcile import schedule
 
         schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes

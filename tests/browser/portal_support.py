@@ -27,7 +27,23 @@ from tests.conftest import HOOK_ID, WEBHOOK_SECRET
 from tests.fakegithub import FakeGitHub
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's name, Ubuntu's (and GitHub runners')
+
+
+def find_chromium() -> str | None:
+    """`BEEKEEPER_CHROMIUM`, else the first of chromium / chromium-browser on PATH, else
+    /usr/bin/chromium if it exists."""
+    import os
+    import shutil
+
+    explicit = os.environ.get("BEEKEEPER_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 
@@ -103,12 +119,14 @@ def launch_chromium(playwright):
 
     import pytest
 
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
+    chromium = find_chromium()
+    if chromium is None:
+        message = ("no chromium or chromium-browser on PATH (nor BEEKEEPER_CHROMIUM): install Debian's chromium "
+                   "(apt-get install chromium)")
         if os.environ.get("BEEKEEPER_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
 
 
 def screenshot(page, name: str) -> Path:

@@ -48,16 +48,24 @@ def free_port() -> int:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "condition") -> float:
-    """Poll `condition` until true; returns the seconds it took; AssertionError on timeout."""
+    """Poll `condition` until true; returns the seconds it took; AssertionError on timeout, chained
+    to the exception the condition raised last (if its last call raised), so a bug in the
+    condition shows as itself and not as a mysterious timeout."""
     started = time.monotonic()
+    last_error: Exception | None = None
     while True:
         try:
             if condition():
                 return time.monotonic() - started
-        except Exception:  # noqa: BLE001 - e.g. the database is down right now: keep polling
-            pass
+            last_error = None
+        except Exception as error:  # noqa: BLE001 - e.g. the database is down right now: keep polling
+            last_error = error
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            message = f"timed out after {timeout:.0f} s waiting for {what}"
+            if last_error is not None:  # a bug in the condition, not slowness: show it
+                raise AssertionError(f"{message}; the condition last raised "
+                                     f"{type(last_error).__name__}: {last_error}") from last_error
+            raise AssertionError(message)
         time.sleep(interval)
 
 
@@ -198,8 +206,10 @@ class HookLog:
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
 
     def send(self, event: str, payload: dict | bytes, guid: str | None = None, *, redelivery: bool = False,
-             timeout: float = 10.0) -> int:
-        """POST one delivery; returns the status (0 when nothing answered), recorded like GitHub."""
+             timeout: float = 10.0, fresh_connection: bool = False) -> int:
+        """POST one delivery; returns the status (0 when nothing answered), recorded like GitHub.
+        `fresh_connection`: a new TCP connection, closed after (GitHub does not keep one open), so
+        successive deliveries are accepted by whichever web process is free."""
         guid = guid or str(uuid.uuid4())
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         with self.lock:
@@ -212,7 +222,11 @@ class HookLog:
             "Content-Type": "application/json",
         }
         try:
-            status = self.http.post(self.url, data=body, headers=headers, timeout=timeout).status_code
+            if fresh_connection:
+                status = requests.post(self.url, data=body, headers={**headers, "Connection": "close"},
+                                       timeout=timeout).status_code
+            else:
+                status = self.http.post(self.url, data=body, headers=headers, timeout=timeout).status_code
         except requests.RequestException:
             status = 0
         action = json.loads(body).get("action") if body.startswith(b"{") else None
@@ -338,7 +352,8 @@ class Bot:
         return f"http://127.0.0.1:{self.port}"
 
     def _environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("BEEKEEPER_")}
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith("BEEKEEPER_") and k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
         return {**base, **self.env, **(extra or {}), "PYTHONUNBUFFERED": "1"}
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -347,11 +362,19 @@ class Bot:
         return subprocess.Popen(argv, cwd=self.workdir, env=self._environ(extra_env), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
+    @property
+    def web_metrics_dir(self) -> Path:
+        return self.workdir / "web-metrics"
+
     def start_web(self, timeout: float = 20.0) -> None:
-        self.web = self._spawn("web", [sys.executable, "-m", "gunicorn", "--workers", str(self.web_workers),
+        """gunicorn as the documented layout runs it: deploy/gunicorn.conf.py, with the web
+        processes' metrics in a multiprocess directory of their own."""
+        self.web = self._spawn("web", [sys.executable, "-m", "gunicorn", "--config",
+                                       str(ROOT / "deploy" / "gunicorn.conf.py"), "--workers", str(self.web_workers),
                                        "--worker-class", "gthread", "--threads", "8", "--bind",
                                        f"127.0.0.1:{self.port}", "--graceful-timeout", "2", "--timeout", "30",
-                                       "bot:create_app()"])
+                                       "bot:create_app()"],
+                               {"PROMETHEUS_MULTIPROC_DIR": str(self.web_metrics_dir)})
         wait_until(lambda: requests.get(f"{self.url}/healthz", timeout=1).status_code == 200, timeout,
                    what="gunicorn to answer /healthz")
 
@@ -361,10 +384,13 @@ class Bot:
             self.web.wait(timeout=10)
         self.web = None
 
-    def start_worker(self, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start_worker(self, extra_env: dict[str, str] | None = None, metrics_port: int | None = None,
+                     batch: int = 5) -> subprocess.Popen:
         code = "from bot.cli import main; main()"
-        process = self._spawn(f"worker-{len(self.workers)}", [sys.executable, "-c", code, "worker", "--batch", "5"],
-                              extra_env)
+        argv = [sys.executable, "-c", code, "worker", "--batch", str(batch)]
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port)]
+        process = self._spawn(f"worker-{len(self.workers)}", argv, extra_env)
         self.workers.append(process)
         return process
 

@@ -53,7 +53,6 @@ def test_a_burst_with_duplicates_is_accepted_and_processed_once(live):
     assert all(status in (200, 202) for status in statuses), sorted(set(statuses))
     assert statuses.count(202) == len(distinct)  # each distinct delivery stored once …
     assert statuses.count(200) == DUPLICATES  # … and every repeat recognised as one
-    assert burst_seconds < 10, f"the burst took {burst_seconds:.1f} s"
 
     wait_until(lambda: live.pending() == 0 and len(live.deliveries()) == len(distinct), 90, interval=0.25,
                what="the burst to be processed")

@@ -43,7 +43,18 @@ def test_a_killed_worker_loses_nothing_and_doubles_nothing(live):
     live.bot.kill(victim)
     orphaned = [d.id for d in live.deliveries(status=DeliveryStatus.PROCESSING) if held_by_victim(d)]
 
+    killed_at = time.monotonic()
+
+    def orphans_done() -> bool:
+        with Session(live.engine) as s:
+            return all(d.status == DeliveryStatus.PROCESSED
+                       for d in s.exec(select(Delivery).where(Delivery.id.in_(orphaned))).all())
+
+    # the heartbeat stopped with the victim: its leases run out one lease (4 s) later at most
+    wait_until(orphans_done, 60, interval=0.1, what="the orphaned deliveries to be taken over")
+    orphans_after = time.monotonic() - killed_at
     converged = wait_until(lambda: live.pending() == 0, 90, interval=0.2, what="every delivery to be processed")
+    converged += orphans_after
     elapsed = time.monotonic() - started
     assert survivor.poll() is None
 
@@ -66,4 +77,6 @@ def test_a_killed_worker_loses_nothing_and_doubles_nothing(live):
     assert orphaned and all(r.status == DeliveryStatus.PROCESSED and r.attempts >= 2 for r in rows)
     record_figures("worker killed", requests=REQUESTS, deliveries=REQUESTS, processed_before_kill=processed_before,
                    leases_orphaned=len(orphaned), duplicate_comments=duplicates,
-                   seconds_to_converge_after_kill=round(converged, 1), seconds_total=round(elapsed, 1))
+                   seconds_to_converge_after_kill=round(converged, 1), seconds_total=round(elapsed, 1),
+                   lease_seconds=int(BOT_ENV["BEEKEEPER_WORKER_LEASE_SECONDS"]),
+                   seconds_until_orphans_processed=round(orphans_after, 1))

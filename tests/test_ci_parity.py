@@ -1,0 +1,66 @@
+"""CI parity (issue 15, item 6): the workflow runs .ci/run; .ci/run runs both suites whatever the
+first one did; the browser tests find chromium under either distribution's name."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.browser.portal_support import find_chromium
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _executable(path: Path) -> Path:
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_chromium_is_found_under_either_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("BEEKEEPER_CHROMIUM", raising=False)
+    ubuntu = tmp_path / "ubuntu"
+    ubuntu.mkdir()
+    _executable(ubuntu / "chromium-browser")
+    monkeypatch.setenv("PATH", str(ubuntu))
+    assert find_chromium() == str(ubuntu / "chromium-browser")
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    _executable(debian / "chromium")
+    monkeypatch.setenv("PATH", f"{debian}{os.pathsep}{ubuntu}")
+    assert find_chromium() == str(debian / "chromium")
+    monkeypatch.setenv("BEEKEEPER_CHROMIUM", str(ubuntu / "chromium-browser"))
+    assert find_chromium() == str(ubuntu / "chromium-browser")
+
+
+def test_the_workflow_runs_the_one_ci_script():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert "bash .ci/run" in runs
+    assert not [r for r in runs if "pytest" in r], "tests run only through .ci/run"
+
+
+def test_the_ci_script_runs_both_suites_and_fails_at_the_end(tmp_path):
+    """Run the script's test section with a pytest that fails on SQLite: PostgreSQL still runs,
+    and the exit status is 1 naming the failed suite."""
+    script = (ROOT / ".ci" / "run").read_text()
+    section = script[script.index("failed=()"):]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_dir / "pytest").write_text(f'#!/bin/sh\necho "pytest ${{BEEKEEPER_TEST_DATABASE_URL:-sqlite}}" >> {log}\n'
+                                    '[ -n "$BEEKEEPER_TEST_DATABASE_URL" ]\n')
+    (bin_dir / "ruff").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("pytest", "ruff"):
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("BEEKEEPER_TEST_DATABASE_URL", None)
+    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + section], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert log.read_text().splitlines() == ["pytest sqlite", "pytest postgresql://postgres@127.0.0.1:5432/postgres"]
+    assert "CI FAILED: SQLite suite" in result.stdout
