@@ -300,3 +300,32 @@ class Installation(SQLModel, table=True):
     repositories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------------------------
+# Dashboard overview (issue 20): hourly gateway pulls, indexes for the overview's aggregates
+# --------------------------------------------------------------------------------------------
+
+
+class GatewayPullHour(SQLModel, table=True):
+    """Pulls of one gateway in one clock hour (UTC), and the highest version it held then.
+
+    Written with the gateway row's pull figures (bot.gateways.PullRecorder.flush); rows older
+    than PULL_HOURS_KEPT_DAYS are deleted as new hours start. Feeds the overview's pulls per hour."""
+
+    __tablename__ = "gateway_pull_hour"
+
+    gateway_id: int = Field(primary_key=True)
+    hour: datetime = Field(primary_key=True, index=True)  # truncated to the hour
+    pulls: int = 0
+    version: int | None = None
+
+
+# The overview groups rows by week, day or hour over a recent window: these indexes let each
+# query read only the window (bot.overview; measured in benchmarks/dashboard.py).
+Index("ix_audit_event_action_at", AuditEvent.__table__.c.action, AuditEvent.__table__.c.at)
+Index("ix_access_request_created_at", AccessRequest.__table__.c.created_at)
+Index("ix_grant_created_at", Grant.__table__.c.created_at)
+Index("ix_grant_revoked_at", Grant.__table__.c.revoked_at)
+Index("ix_delivery_received_at", Delivery.__table__.c.received_at)
+Index("ix_allowlist_change_at", AllowlistChange.__table__.c.at)
