@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from markupsafe import Markup
 
@@ -83,12 +83,24 @@ def _svg(chart_id: str, title: str, summary: str, body: list[Markup], height: in
               xmlns="http://www.w3.org/2000/svg", id=chart_id, aria_labelledby=f"{chart_id}-title {chart_id}-desc")
 
 
-def _axes(top_value: float, labels: Sequence[str], height: int, every: int, unit: str = "") -> list[Markup]:
+def nice_range(low: float, high: float) -> tuple[float, float]:
+    """A y axis that does not start at zero (for a figure that only grows, like a version):
+    four round steps from a multiple of the step at or below `low` to at least `high`."""
+    step = nice_ceiling(max(high - low, 1)) / 4
+    while True:
+        bottom = math.floor(low / step) * step
+        if bottom + 4 * step >= high:
+            return bottom, bottom + 4 * step
+        step = nice_ceiling(step * 4 + 1) / 4
+
+
+def _axes(top_value: float, labels: Sequence[str], height: int, every: int, unit: str = "",
+          bottom: float = 0) -> list[Markup]:
     """Horizontal grid lines with y values, and every `every`-th x label."""
     parts = []
     plot_h = height - TOP - BOTTOM
     for i in range(5):
-        value = top_value * i / 4
+        value = bottom + (top_value - bottom) * i / 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(el("line", class_="grid", x1=LEFT, x2=WIDTH - RIGHT, y1=_f(y), y2=_f(y)))
         parts.append(el("text", number(value) + unit, class_="tick", x=LEFT - 4, y=_f(y + 4), text_anchor="end"))
@@ -108,7 +120,7 @@ def _mark(name: str, s: Series, label: str, value: float, hover: str, **geometry
 
 def stacked_bars(chart_id: str, title: str, labels: Sequence[str], series: Sequence[Series], *,
                  long_labels: Sequence[str] | None = None, every: int = 2, height: int = HEIGHT,
-                 what: str = "") -> Chart:
+                 what: str = "", row_header: str = "", table_labels: Sequence[str] | None = None) -> Chart:
     """One bar per label, the series stacked bottom-up in the order given."""
     long_labels = list(long_labels or labels)
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(labels))]
@@ -132,14 +144,14 @@ def stacked_bars(chart_id: str, title: str, labels: Sequence[str], series: Seque
                         for i, long in enumerate(long_labels))
     return Chart(chart_id, title, _svg(chart_id, title, summary, body, height),
                  legend=[(s.name, s.css) for s in series],
-                 columns=["", *[s.name for s in series], "total"],
-                 rows=[[long, *[number(s.values[i] or 0) for s in series], number(totals[i])]
-                       for i, long in enumerate(long_labels)])
+                 columns=[row_header, *[s.name for s in series], "total"],
+                 rows=[[row, *[number(s.values[i] or 0) for s in series], number(totals[i])]
+                       for i, row in enumerate(table_labels or long_labels)])
 
 
 def grouped_bars(chart_id: str, title: str, labels: Sequence[str], series: Sequence[Series], *,
                  long_labels: Sequence[str] | None = None, every: int = 2, height: int = HEIGHT,
-                 what: str = "") -> Chart:
+                 what: str = "", row_header: str = "", table_labels: Sequence[str] | None = None) -> Chart:
     """Side-by-side bars per label, one per series (for figures that overlap, e.g. retried
     deliveries are also processed or dead)."""
     long_labels = list(long_labels or labels)
@@ -161,22 +173,29 @@ def grouped_bars(chart_id: str, title: str, labels: Sequence[str], series: Seque
                         for i, long in enumerate(long_labels))
     return Chart(chart_id, title, _svg(chart_id, title, summary, body, height),
                  legend=[(s.name, s.css) for s in series],
-                 columns=["", *[s.name for s in series]],
-                 rows=[[long, *[number(s.values[i] or 0) for s in series]] for i, long in enumerate(long_labels)])
+                 columns=[row_header, *[s.name for s in series]],
+                 rows=[[row, *[number(s.values[i] or 0) for s in series]]
+                       for i, row in enumerate(table_labels or long_labels)])
 
 
 def lines(chart_id: str, title: str, labels: Sequence[str], series: Sequence[Series], *,
           long_labels: Sequence[str] | None = None, every: int = 2, height: int = HEIGHT, unit: str = "",
-          table_unit: str = "") -> Chart:
-    """A line per series through one point per label; a None value leaves a gap."""
+          table_unit: str = "", from_zero: bool = True, row_header: str = "",
+          table_labels: Sequence[str] | None = None) -> Chart:
+    """A line per series through one point per label; a None value leaves a gap. The y axis
+    starts at zero, or (from_zero=False) just below the lowest value."""
     long_labels = list(long_labels or labels)
-    top = nice_ceiling(max((v for s in series for v in s.values if v is not None), default=0))
+    known = [v for s in series for v in s.values if v is not None]
+    if from_zero or not known:
+        bottom, top = 0, nice_ceiling(max(known, default=0))
+    else:
+        bottom, top = nice_range(min(known), max(known))
     plot_h = height - TOP - BOTTOM
     slot = (WIDTH - LEFT - RIGHT) / max(len(labels), 1)
-    body = _axes(top, labels, height, every, unit)
+    body = _axes(top, labels, height, every, unit, bottom)
 
     def point(i: int, value: float) -> tuple[float, float]:
-        return LEFT + slot * (i + 0.5), TOP + plot_h - plot_h * value / top
+        return LEFT + slot * (i + 0.5), TOP + plot_h - plot_h * (value - bottom) / (top - bottom)
 
     for s in series:
         run: list[str] = []
@@ -204,8 +223,9 @@ def lines(chart_id: str, title: str, labels: Sequence[str], series: Sequence[Ser
                         for i, long in enumerate(long_labels))
     return Chart(chart_id, title, _svg(chart_id, title, summary, body, height),
                  legend=[(s.name, s.css) for s in series],
-                 columns=["", *[s.name for s in series]],
-                 rows=[[long, *[number(s.values[i]) for s in series]] for i, long in enumerate(long_labels)])
+                 columns=[row_header, *[s.name for s in series]],
+                 rows=[[row, *[number(s.values[i]) for s in series]]
+                       for i, row in enumerate(table_labels or long_labels)])
 
 
 def palette(names: Sequence[str], start: int = 0) -> dict[str, str]:
@@ -237,36 +257,40 @@ def overview_charts(figures: dict) -> dict[str, Chart]:
     charts["requests-opened"] = stacked_bars(
         "requests-opened", "Requests opened per week, by what became of them", short,
         [Series(o, requests["opened"][o], OUTCOME_CSS[o]) for o in ("approved", "rejected", "withdrawn", "open")],
-        long_labels=long)
+        long_labels=long, row_header="Week of", table_labels=short)
     charts["requests-decided"] = stacked_bars(
         "requests-decided", "Requests decided per week", short,
         [Series(o, requests["decided"][o], OUTCOME_CSS[o]) for o in ("approved", "rejected", "withdrawn")],
-        long_labels=long)
+        long_labels=long, row_header="Week of", table_labels=short)
     times = figures["decision_times"]
     charts["decision-time"] = lines(
         "decision-time", "Hours from opening to decision, per week of decision", short,
         [Series("median", times["median_hours"], "c1"), Series("90th percentile", times["p90_hours"], "c2")],
-        long_labels=long, unit=" h", table_unit=" h")
+        long_labels=long, unit=" h", table_unit=" h", row_header="Week of", table_labels=short)
     ages = figures["open_requests"]
     charts["open-ages"] = stacked_bars(
-        "open-ages", "Open requests by how long they have waited", ages["bands"],
-        [Series("open", ages["counts"], OUTCOME_CSS["open"])], every=1)
+        "open-ages", "Open requests by how long they have waited", ages["short_bands"],
+        [Series("open", ages["counts"], OUTCOME_CSS["open"])], long_labels=ages["bands"], every=1)
     grants = figures["grants"]
     colours = palette(grants["tiers"], start=3)  # not the outcome colours
-    long_ends = [*long[:-1], "Now"]
+    sundays = [_date(w) + timedelta(days=6) for w in grants["weeks"]]  # each point: the end of its week
+    ends = [*[f"{d:%b} {d.day}" for d in sundays[:-1]], "now"]
     charts["grants-active"] = lines(
-        "grants-active", "Active grants by tier, at the end of each week", short,
-        [Series(t, grants["active"][t], colours[t]) for t in grants["tiers"]], long_labels=long_ends)
+        "grants-active", "Active grants by tier, at the end of each week", ends,
+        [Series(t, grants["active"][t], colours[t]) for t in grants["tiers"]],
+        long_labels=[*[f"{d:%a %b} {d.day}" for d in sundays[:-1]], "Now"], row_header="At the end of",
+        table_labels=ends)
     charts["grant-changes"] = grouped_bars(
         "grant-changes", "Tier changes and revocations per week", short,
         [Series("upgrades", grants["upgrades"], "c1"), Series("downgrades", grants["downgrades"], "c3"),
-         Series("revocations", grants["revocations"], "c2")], long_labels=long)
+         Series("revocations", grants["revocations"], "c2")], long_labels=long, row_header="Week of",
+        table_labels=short)
     gateways = figures["gateways"]
     days = [_date(d) for d in gateways["days"]]
     charts["allowlist-version"] = lines(
         "allowlist-version", "Allowlist version at the end of each day", [f"{d:%b} {d.day}" for d in days],
         [Series("version", gateways["allowlist_version"], "c5")], long_labels=[f"{d:%a %b} {d.day}" for d in days],
-        every=3)
+        every=3, from_zero=False)
     hours = [h[11:16] for h in gateways["hours"]]
     long_hours = [f"{_date(h):%b} {_date(h).day} {h[11:16]} UTC" for h in gateways["hours"]]
     for gw in gateways["gateways"]:

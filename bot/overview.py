@@ -53,9 +53,10 @@ DAYS = 14
 HOURS = 24
 OUTCOMES = ("approved", "rejected", "withdrawn", "open")
 DECISIONS = {"request.approved": "approved", "request.rejected": "rejected", "request.withdrawn": "withdrawn"}
-# the ages of open requests: (label, at least this old)
-AGE_BANDS = (("under a day", timedelta(0)), ("1–3 days", timedelta(days=1)), ("3–7 days", timedelta(days=3)),
-             ("1–2 weeks", timedelta(days=7)), ("2–4 weeks", timedelta(days=14)), ("over 4 weeks", timedelta(days=28)))
+# the ages of open requests: (label, short label, at least this old)
+AGE_BANDS = (("under a day", "< 1 d", timedelta(0)), ("1–3 days", "1–3 d", timedelta(days=1)),
+             ("3–7 days", "3–7 d", timedelta(days=3)), ("1–2 weeks", "1–2 wk", timedelta(days=7)),
+             ("2–4 weeks", "2–4 wk", timedelta(days=14)), ("over 4 weeks", "> 4 wk", timedelta(days=28)))
 SILENT_POLLS = 3
 
 
@@ -183,7 +184,7 @@ def decision_times(db: Session, repositories: list[str] | None, now: datetime) -
 def open_ages(db: Session, repositories: list[str] | None, now: datetime) -> dict[str, Any]:
     """How long the open requests have waited, in bands, and the oldest."""
     band = case(*[(AccessRequest.created_at > now - least, i - 1)
-                  for i, (_, least) in enumerate(AGE_BANDS) if i > 0], else_=len(AGE_BANDS) - 1)
+                  for i, (_, _short, least) in enumerate(AGE_BANDS) if i > 0], else_=len(AGE_BANDS) - 1)
     inner = select(band.label("b"), AccessRequest.created_at.label("c")).where(
         *_where(AccessRequest.state.in_(RequestState.OPEN), _in_repositories(AccessRequest.repo, repositories)))
     counts = [0] * len(AGE_BANDS)
@@ -192,7 +193,8 @@ def open_ages(db: Session, repositories: list[str] | None, now: datetime) -> dic
         counts[b] = count
         first = _aware(first)
         oldest = first if oldest is None or first < oldest else oldest
-    return {"bands": [label for label, _ in AGE_BANDS], "counts": counts, "open": sum(counts),
+    return {"bands": [label for label, _, _ in AGE_BANDS], "short_bands": [short for _, short, _ in AGE_BANDS],
+            "counts": counts, "open": sum(counts),
             "oldest_opened_at": _iso(oldest),
             "oldest_days": round((now - oldest).total_seconds() / 86400, 1) if oldest else None}
 

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session
 
 from bot import audit, clock, overview
-from bot.charts import nice_ceiling
+from bot.charts import Series, nice_ceiling, nice_range, stacked_bars
 from bot.config import load_policy
 from bot.models import AccessRequest, RequestState
 from tests import overview_data as data
@@ -157,6 +157,14 @@ def test_an_empty_platform_has_zero_figures(db, policy):
 
 def test_chart_axes_end_on_round_figures():
     assert [nice_ceiling(v) for v in (0, 3, 5, 17, 41, 120)] == [4, 4, 8, 20, 80, 200]
+    assert nice_range(5, 9) == (5, 9)  # the allowlist version: not from zero
+    assert nice_range(149_990, 150_123) == (149_950, 150_150)
+
+
+def test_chart_text_is_escaped():
+    chart = stacked_bars("c", "<script>x</script>", ["<b>"], [Series("a&b", [2])])
+    assert "<script>" not in chart.svg and "&lt;script&gt;" in chart.svg
+    assert 'data-label="&lt;b&gt;"' in chart.svg and "<title>&lt;b&gt;: 2 a&amp;b</title>" in chart.svg
 
 
 # --- the page, the JSON, permission ------------------------------------------------------------------
