@@ -220,11 +220,15 @@ def grants_over_time(db: Session, policy: Policy, repositories: list[str] | None
     scope = _in_repositories(Grant.repo, repositories)
     current: dict[str, int] = dict(db.exec(select(Grant.tier, func.count()).where(
         *_where(Grant.status == GrantStatus.ACTIVE, scope)).group_by(Grant.tier)).all())
-    created = _grouped(db, select(Grant.tier.label("t"), bucket(Grant.created_at, edges).label("b")).where(
-        *_where(Grant.status == GrantStatus.ACTIVE, Grant.created_at >= edges[0], scope)), "t", "b")
-    revoked = _grouped(db, select(Grant.tier.label("t"), bucket(Grant.revoked_at, edges).label("rb"),
-                                  bucket(Grant.created_at, edges, before=-1).label("cb")).where(
-        *_where(Grant.revoked_at >= edges[0], scope)), "t", "rb", "cb")
+    # (status grouped, not filtered: a condition on it would tempt SQLite to read every active grant)
+    # (bucket first in GROUP BY: grouped by tier first, SQLite would rather walk the tier index)
+    created = [(t, b, n) for b, t, status, n in _grouped(
+        db, select(Grant.tier.label("t"), Grant.status.label("s"), bucket(Grant.created_at, edges).label("b")).where(
+            *_where(Grant.created_at >= edges[0], scope)), "b", "t", "s") if status == GrantStatus.ACTIVE]
+    revoked = [(t, rb, cb, n) for rb, cb, t, n in _grouped(
+        db, select(Grant.tier.label("t"), bucket(Grant.revoked_at, edges).label("rb"),
+                   bucket(Grant.created_at, edges, before=-1).label("cb")).where(
+            *_where(Grant.revoked_at >= edges[0], scope)), "rb", "cb", "t")]
     changes = _grouped(db, select(bucket(AuditEvent.at, edges).label("b"),
                                   bucket(Grant.created_at, edges, before=-1).label("cb"),
                                   AuditEvent.details["from"].as_string().label("f"),

@@ -1,10 +1,12 @@
 """dashboard overview: hourly gateway pulls, indexes for the overview's aggregate queries
 
 The overview page (bot.overview) counts rows per week, day or hour over a recent window.
-Each of these indexes lets one of its queries read only that window: audit decisions and tier
-changes by (action, at), requests by created_at, grants by created_at and revoked_at,
-deliveries by received_at, allowlist changes by at. gateway_pull_hour holds each gateway's
-pulls per clock hour (written with the gateway row's pull figures).
+Each of these indexes lets one of its queries read only that window, most of them from the
+index alone (the columns after the first are the ones the query reads): audit decisions and
+tier changes by (action, at), requests by created_at, active grants by tier, grants by
+created_at and revoked_at, deliveries by received_at, allowlist changes by at.
+gateway_pull_hour holds each gateway's pulls per clock hour (written with the gateway row's
+pull figures).
 
 Revision ID: 0003o
 Revises: 0002
@@ -31,20 +33,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('gateway_id', 'hour'),
     )
     op.create_index('ix_gateway_pull_hour_hour', 'gateway_pull_hour', ['hour'], unique=False)
-    op.create_index('ix_audit_event_action_at', 'audit_event', ['action', 'at'], unique=False)
-    op.create_index('ix_access_request_created_at', 'access_request', ['created_at'], unique=False)
-    op.create_index('ix_grant_created_at', 'grant', ['created_at'], unique=False)
+    op.create_index('ix_audit_event_action_at', 'audit_event', ['action', 'at', 'request_id', 'grant_id'],
+                    unique=False)
+    op.create_index('ix_access_request_created_state_repo', 'access_request', ['created_at', 'state', 'repo'],
+                    unique=False)
+    op.create_index('ix_grant_status_tier_repo', 'grant', ['status', 'tier', 'repo'], unique=False)
+    op.create_index('ix_grant_created_tier_status_repo', 'grant', ['created_at', 'tier', 'status', 'repo'],
+                    unique=False)
     op.create_index('ix_grant_revoked_at', 'grant', ['revoked_at'], unique=False)
-    op.create_index('ix_delivery_received_at', 'delivery', ['received_at'], unique=False)
+    op.create_index('ix_delivery_received_status_attempts', 'delivery', ['received_at', 'status', 'attempts'],
+                    unique=False)
     op.create_index('ix_allowlist_change_at', 'allowlist_change', ['at'], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index('ix_allowlist_change_at', table_name='allowlist_change')
-    op.drop_index('ix_delivery_received_at', table_name='delivery')
+    op.drop_index('ix_delivery_received_status_attempts', table_name='delivery')
     op.drop_index('ix_grant_revoked_at', table_name='grant')
-    op.drop_index('ix_grant_created_at', table_name='grant')
-    op.drop_index('ix_access_request_created_at', table_name='access_request')
+    op.drop_index('ix_grant_created_tier_status_repo', table_name='grant')
+    op.drop_index('ix_grant_status_tier_repo', table_name='grant')
+    op.drop_index('ix_access_request_created_state_repo', table_name='access_request')
     op.drop_index('ix_audit_event_action_at', table_name='audit_event')
     op.drop_index('ix_gateway_pull_hour_hour', table_name='gateway_pull_hour')
     op.drop_table('gateway_pull_hour')
