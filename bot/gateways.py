@@ -180,8 +180,8 @@ PULL_HOURS_KEPT_DAYS = 35
 
 def add_pull_hours(session: Session, pulls: dict[int, tuple[datetime, int, int | None]]) -> None:
     """Add {gateway id: (time, count, version held)} to the gateways' hourly rows (one upsert
-    each; a batch spanning the turn of an hour counts in the hour of its last pull). When a row
-    for a new hour is made, rows older than PULL_HOURS_KEPT_DAYS go."""
+    each; a batch spanning the turn of an hour counts in the hour of its last pull), and delete
+    rows older than PULL_HOURS_KEPT_DAYS (an index range that is empty but once an hour)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     new_hours = set()
@@ -198,13 +198,10 @@ def add_pull_hours(session: Session, pulls: dict[int, tuple[datetime, int, int |
                                   else_=GatewayPullHour.version)})
         session.execute(statement)
         new_hours.add(hour)
-    if new_hours and _last_pruned.get("hour") not in new_hours:
-        _last_pruned["hour"] = max(new_hours)
+    if new_hours:
         cutoff = max(new_hours) - timedelta(days=PULL_HOURS_KEPT_DAYS)
         session.execute(delete(GatewayPullHour).where(GatewayPullHour.hour < cutoff))
 
-
-_last_pruned: dict[str, datetime] = {}
 
 _recorders: weakref.WeakSet[PullRecorder] = weakref.WeakSet()
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from bot import audit, clock, overview
+from bot import audit, clock, gateways, overview
 from bot.charts import Series, nice_ceiling, nice_range, stacked_bars
 from bot.config import load_policy
-from bot.models import AccessRequest, RequestState
+from bot.models import AccessRequest, GatewayPullHour, RequestState
 from tests import overview_data as data
 from tests.overview_data import NOW, series
 from tests.portal_data import MAINTAINER, STRANGER, add_people, install, sign_in
@@ -236,3 +236,20 @@ def test_the_overview_is_for_maintainers_only(app, client, session, fake_github)
     assert client.get("/admin/overview.json").status_code == 403
     signed_out = app.test_client().get("/admin/overview.json")
     assert signed_out.status_code == 302 and "/auth/login" in signed_out.headers["Location"]
+
+
+def test_pull_hours_add_up_keep_the_highest_version_and_expire(session, db):
+    gateway, _ = gateways.add(session, "edge-eu", "bk", "cli:ops")
+    session.commit()
+    hour = data.at("2026-12-02 12:00")
+    old = hour - timedelta(days=gateways.PULL_HOURS_KEPT_DAYS, hours=1)
+    with Session(db) as s:
+        s.add(GatewayPullHour(gateway_id=gateway.id, hour=old, pulls=7, version=1))
+        s.commit()
+    for minute, count, version in [(5, 2, 8), (40, 3, None), (59, 1, 6)]:
+        with Session(db) as s:
+            gateways.add_pull_hours(s, {gateway.id: (hour.replace(minute=minute), count, version)})
+            s.commit()
+    with Session(db) as s:
+        rows = s.exec(select(GatewayPullHour)).all()
+    assert [(r.hour, r.pulls, r.version) for r in rows] == [(hour, 6, 8)]  # the 36-day-old hour is gone
