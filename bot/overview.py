@@ -106,6 +106,15 @@ def _in_repositories(column, repositories: list[str] | None):
     return func.lower(column).in_(sorted({r.lower() for r in repositories}))
 
 
+def _request_in_repositories(repositories: list[str] | None):
+    """For audit rows: their request belongs to one of `repositories`. A correlated lookup by
+    primary key per row of the window: a join would make PostgreSQL hash every request."""
+    if repositories is None:
+        return None
+    repo = select(AccessRequest.repo).where(AccessRequest.id == AuditEvent.request_id).scalar_subquery()
+    return _in_repositories(repo, repositories)
+
+
 def _where(*conditions):
     return [c for c in conditions if c is not None]
 
@@ -143,10 +152,8 @@ def requests_per_week(db: Session, repositories: list[str] | None, now: datetime
             opened[o][b] = count
     decided = {o: [0] * WEEKS for o in OUTCOMES[:3]}
     inner = select(bucket(AuditEvent.at, edges).label("b"), AuditEvent.action.label("a")).where(
-        AuditEvent.action.in_(list(DECISIONS)), AuditEvent.at >= edges[0])
-    if repositories is not None:
-        inner = inner.join(AccessRequest, AccessRequest.id == AuditEvent.request_id).where(
-            _in_repositories(AccessRequest.repo, repositories))
+        *_where(AuditEvent.action.in_(list(DECISIONS)), AuditEvent.at >= edges[0],
+                _request_in_repositories(repositories)))
     for b, action, count in _grouped(db, inner, "b", "a"):
         if b is not None:
             decided[DECISIONS[action]][b] = count
@@ -157,20 +164,23 @@ def decision_times(db: Session, repositories: list[str] | None, now: datetime) -
     """Per week of decision: decisions, and the median and 90th percentile (nearest rank) of
     the hours from opening to decision."""
     edges = week_edges(now)
-    seconds = _seconds_between(db, AuditEvent.at, AccessRequest.created_at)
+    opened = select(AccessRequest.created_at).where(AccessRequest.id == AuditEvent.request_id).scalar_subquery()
+    seconds = _seconds_between(db, AuditEvent.at, opened)
     inner = (select(bucket(AuditEvent.at, edges).label("b"), seconds.label("s"))
-             .join(AccessRequest, AccessRequest.id == AuditEvent.request_id)
              .where(*_where(AuditEvent.action.in_(list(DECISIONS)), AuditEvent.at >= edges[0],
-                            _in_repositories(AccessRequest.repo, repositories)))).subquery()
+                            AuditEvent.request_id != None, _request_in_repositories(repositories)))  # noqa: E711
+             ).subquery()
     ranked = select(inner.c.b, inner.c.s,
                     func.row_number().over(partition_by=inner.c.b, order_by=inner.c.s).label("rn"),
-                    func.count().over(partition_by=inner.c.b).label("n")).where(inner.c.b != None).subquery()  # noqa: E711
+                    func.count().over(partition_by=inner.c.b).label("n")).subquery()
     p50 = (ranked.c.n * 50 + 99) // 100
     p90 = (ranked.c.n * 90 + 99) // 100
     rows = db.exec(select(ranked.c.b, ranked.c.n, ranked.c.rn, ranked.c.s, p50, p90)
                    .where(or_(ranked.c.rn == p50, ranked.c.rn == p90))).all()
     count, median, p90_hours = [0] * WEEKS, [None] * WEEKS, [None] * WEEKS
     for b, n, rn, s, rank50, rank90 in rows:
+        if b is None or s is None:
+            continue
         count[b] = n
         hours = round(max(float(s), 0.0) / 3600, 1)
         if rn == rank50:
