@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, extract, func, or_, select
+from sqlalchemy.dialects.postgresql import array as postgresql_array
 from sqlmodel import Session
 
 from bot.clock import utcnow
@@ -161,8 +162,8 @@ def requests_per_week(db: Session, repositories: list[str] | None, now: datetime
 
 
 def decision_times(db: Session, repositories: list[str] | None, now: datetime) -> dict[str, Any]:
-    """Per week of decision: decisions, and the median and 90th percentile (nearest rank) of
-    the hours from opening to decision."""
+    """Per week of decision: decisions, and the median and 90th percentile (nearest rank: the
+    ⌈p·n⌉-th shortest, PostgreSQL's percentile_disc) of the hours from opening to decision."""
     edges = week_edges(now)
     opened = select(AccessRequest.created_at).where(AccessRequest.id == AuditEvent.request_id).scalar_subquery()
     seconds = _seconds_between(db, AuditEvent.at, opened)
@@ -170,23 +171,32 @@ def decision_times(db: Session, repositories: list[str] | None, now: datetime) -
              .where(*_where(AuditEvent.action.in_(list(DECISIONS)), AuditEvent.at >= edges[0],
                             AuditEvent.request_id != None, _request_in_repositories(repositories)))  # noqa: E711
              ).subquery()
-    ranked = select(inner.c.b, inner.c.s,
-                    func.row_number().over(partition_by=inner.c.b, order_by=inner.c.s).label("rn"),
-                    func.count().over(partition_by=inner.c.b).label("n")).subquery()
-    p50 = (ranked.c.n * 50 + 99) // 100
-    p90 = (ranked.c.n * 90 + 99) // 100
-    rows = db.exec(select(ranked.c.b, ranked.c.n, ranked.c.rn, ranked.c.s, p50, p90)
-                   .where(or_(ranked.c.rn == p50, ranked.c.rn == p90))).all()
     count, median, p90_hours = [0] * WEEKS, [None] * WEEKS, [None] * WEEKS
-    for b, n, rn, s, rank50, rank90 in rows:
-        if b is None or s is None:
-            continue
-        count[b] = n
-        hours = round(max(float(s), 0.0) / 3600, 1)
-        if rn == rank50:
-            median[b] = hours
-        if rn == rank90:
-            p90_hours[b] = hours
+
+    def hours(seconds) -> float:
+        return round(max(float(seconds), 0.0) / 3600, 1)
+
+    if db.get_bind().dialect.name == "postgresql":  # an ordered-set aggregate: one sort per week
+        percentiles = func.percentile_disc(postgresql_array([0.5, 0.9])).within_group(inner.c.s)
+        for b, n, (s50, s90) in db.exec(select(inner.c.b, func.count(), percentiles).group_by(inner.c.b)):
+            if b is not None:
+                count[b], median[b], p90_hours[b] = n, hours(s50), hours(s90)
+    else:  # SQLite has none: rank the rows per week and keep the two ranks wanted
+        ranked = select(inner.c.b, inner.c.s,
+                        func.row_number().over(partition_by=inner.c.b, order_by=inner.c.s).label("rn"),
+                        func.count().over(partition_by=inner.c.b).label("n")).subquery()
+        p50 = (ranked.c.n * 50 + 99) // 100
+        p90 = (ranked.c.n * 90 + 99) // 100
+        rows = db.exec(select(ranked.c.b, ranked.c.n, ranked.c.rn, ranked.c.s, p50, p90)
+                       .where(or_(ranked.c.rn == p50, ranked.c.rn == p90))).all()
+        for b, n, rn, s, rank50, rank90 in rows:
+            if b is None:
+                continue
+            count[b] = n
+            if rn == rank50:
+                median[b] = hours(s)
+            if rn == rank90:
+                p90_hours[b] = hours(s)
     return {"weeks": [e.date().isoformat() for e in edges[:-1]], "decisions": count,
             "median_hours": median, "p90_hours": p90_hours}
 
@@ -355,7 +365,7 @@ def deliveries_per_day(db: Session, repositories: list[str] | None, now: datetim
 def overview(db: Session, policy: Policy, repositories: list[str] | None, now: datetime | None = None
              ) -> dict[str, Any]:
     """All the overview's figures as plain JSON-ready values."""
-    now = now or utcnow()
+    now = (now or utcnow()).astimezone(UTC)
     return {
         "generated_at": now.isoformat(),
         "repositories": None if repositories is None else sorted(repositories),
