@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -220,7 +221,11 @@ def main() -> None:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
+        folder = tempfile.mkdtemp()
+        url = f"sqlite:///{folder}/bench.sqlite3"
+
+        def cleanup():  # the 100 000-grant file is ~400 MB
+            shutil.rmtree(folder, ignore_errors=True)
     engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         migrate.upgrade(engine)

@@ -100,6 +100,8 @@ def test_a_maintainer_reads_the_overview_charts(stack, browser):
 
     # gateways: edge-us and edge-ap are silent, drawn and named in red; edge-eu is not
     expect(page.locator("table.gateways tr.silent td:first-child")).to_have_text(["edge-ap", "edge-us"])
+    expect(page.locator("figure.alarm figcaption")).to_have_text([
+        "Pulls per hour by edge-ap, last 24 hours silent", "Pulls per hour by edge-us, last 24 hours silent"])
     assert drawn(page, "pulls-edge-eu") == {("pulls", "Dec 2 10:00 UTC"): "2", ("pulls", "Dec 2 12:00 UTC"): "3"}
     fill = "m => getComputedStyle(m).fill"
     assert page.locator("svg#pulls-edge-us rect[data-series]").evaluate(fill) == RED["light"]
