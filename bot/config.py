@@ -1,5 +1,10 @@
 """Settings from the environment and the platform's policy file.
 
+The environment is read by pydantic-settings (`EnvSettings`: the BEEKEEPER_ prefix, the process
+environment over a `.env` file in the working directory); `load_settings` checks each value and
+builds `Settings`, whose secrets are pydantic `SecretStr` so no repr, log line or traceback prints
+one (`.get_secret_value()` where the plain value is needed).
+
 Settings are the deployment's wiring (URLs, credentials); the policy is what a platform tunes
 (tiers, labels, form roles, validation rules). Both are read once at start-up and validated so
 that a mistake is reported with the setting's or key's name before any request is served.
@@ -15,7 +20,17 @@ from typing import Annotated, Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BEEKEEPER_"
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.default.yml")
@@ -30,18 +45,21 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+SECRET_FIELDS = ("github_private_key", "webhook_secret", "github_client_secret", "secret_key")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     github_app_id: str | None = None
-    github_private_key: str | None = None
-    webhook_secret: str | None = None
+    github_private_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
     github_client_id: str | None = None
-    github_client_secret: str | None = None
+    github_client_secret: SecretStr | None = None
     public_url: str = "http://localhost:8000"
-    secret_key: str = ""
+    secret_key: SecretStr = SecretStr("")
     policy_path: str | None = None
     max_webhook_bytes: int = 5 * 1024 * 1024
     worker_max_attempts: int = 8
@@ -52,6 +70,14 @@ class Settings:
     # Set when BEEKEEPER_SECRET_KEY was not given: sessions then do not survive a restart.
     secret_key_generated: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    log_format: str = "text"  # BEEKEEPER_LOG_FORMAT: text, or json (one object per line)
+
+    def __post_init__(self) -> None:
+        # Secrets given as plain strings (tests, dataclasses.replace) are wrapped all the same.
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value))
 
     @property
     def github_app_configured(self) -> bool:
@@ -73,16 +99,57 @@ class Settings:
         return missing
 
 
+class EnvSettings(BaseSettings):
+    """Every BEEKEEPER_* variable as pydantic-settings reads it (the process environment over a
+    `.env` file in the working directory). Values stay text here; `load_settings` checks them and
+    names the variable in its error. A new setting is one line here and one in `load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
+                                      case_sensitive=True, env_ignore_empty=False)
+
+    DATABASE_URL: str = ""
+    INSTANCE_PATH: str = ""
+    GITHUB_API_URL: str = ""
+    GITHUB_URL: str = ""
+    GITHUB_APP_ID: str = ""
+    GITHUB_PRIVATE_KEY: SecretStr = SecretStr("")
+    GITHUB_PRIVATE_KEY_PATH: str = ""
+    WEBHOOK_SECRET: SecretStr = SecretStr("")
+    GITHUB_CLIENT_ID: str = ""
+    GITHUB_CLIENT_SECRET: SecretStr = SecretStr("")
+    PUBLIC_URL: str = ""
+    SECRET_KEY: SecretStr = SecretStr("")
+    POLICY: str = ""
+    MAX_WEBHOOK_BYTES: str = ""
+    WORKER_MAX_ATTEMPTS: str = ""
+    WORKER_LEASE_SECONDS: str = ""
+    WORKER_POLL_SECONDS: str = ""
+    LOG_LEVEL: str = ""
+    LOG_FORMAT: str = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings, dotenv_settings
+
+
 def _environment(env: dict[str, str] | None) -> dict[str, str]:
-    """The process environment over a `.env` file in the working directory."""
+    """BEEKEEPER_* values by their full names: `env` when given (tests), else pydantic-settings'
+    reading of the process environment over `.env`."""
     if env is not None:
         return dict(env)
-    merged: dict[str, str] = {}
+    read = EnvSettings()
+    values = {}
+    for name in EnvSettings.model_fields:
+        value = getattr(read, name)
+        values[ENV_PREFIX + name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    # Variables not declared above still reach `load_settings` (process environment over .env).
     dotenv_path = Path.cwd() / ".env"
-    if dotenv_path.is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    merged.update(os.environ)
-    return merged
+    undeclared = dict(dotenv_values(dotenv_path)) if dotenv_path.is_file() else {}
+    undeclared.update(os.environ)
+    values.update({k: v for k, v in undeclared.items()
+                   if k.startswith(ENV_PREFIX) and k not in values and v is not None})
+    return values
 
 
 def _url(env: dict[str, str], name: str, default: str) -> str:
@@ -126,6 +193,16 @@ def _log_level(env: dict[str, str]) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(f"BEEKEEPER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return level
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(env: dict[str, str]) -> str:
+    value = env.get(ENV_PREFIX + "LOG_FORMAT", "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"BEEKEEPER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
 
 
 def _private_key(env: dict[str, str]) -> str | None:
@@ -190,6 +267,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
         instance_path=instance_path,
         log_level=_log_level(env),
+        log_format=_log_format(env),
     )
 
 

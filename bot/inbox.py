@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
-from bot import metrics
+from bot import logs, metrics
 from bot.clock import utcnow
 from bot.db import reader, session_scope, sqlite_begin_immediate
 from bot.errors import RetryLater
@@ -379,6 +379,7 @@ def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_
     if leased is None:
         return MISSING
     event, attempts = leased
+    logs.set_fields(logs.event_fields(event))  # every line logged while it runs names the delivery
     label = f"delivery={event.delivery_id} event={event.name}.{event.action or '-'}"
     started = time.perf_counter()
     error, retry_after = None, None
@@ -445,6 +446,7 @@ def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_se
             if should_stop and should_stop():
                 return done
             process(engine, delivery_pk, worker, router, make_context, max_attempts)
+            logs.set_fields(None)
             done += 1
     return done
 

@@ -127,9 +127,10 @@ def test_callback_exchanges_the_code_and_writes_env_0600(setup_client, unconfigu
     assert values["BEEKEEPER_SECRET_KEY"]  # none was configured: sessions now survive restarts
     loaded = load_settings({k: v for k, v in values.items() if v is not None})
     assert loaded.github_app_id == "987654"  # the stale value was replaced, not duplicated
-    assert loaded.github_private_key.strip() == new_app["pem"].strip()
-    assert loaded.webhook_secret == new_app["webhook_secret"]
-    assert (loaded.github_client_id, loaded.github_client_secret) == (new_app["client_id"], new_app["client_secret"])
+    assert loaded.github_private_key.get_secret_value().strip() == new_app["pem"].strip()
+    assert loaded.webhook_secret.get_secret_value() == new_app["webhook_secret"]
+    client_secret = loaded.github_client_secret.get_secret_value()
+    assert (loaded.github_client_id, client_secret) == (new_app["client_id"], new_app["client_secret"])
 
 
 def test_the_conversion_call_is_unauthenticated(setup_client, new_app, fake_github):
