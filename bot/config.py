@@ -352,10 +352,11 @@ class Validation(_Strict):
     reserved_referrers: list[str] = Field(
         default_factory=lambda: ["admin", "api", "beekeeper", "default", "null", "root", "system", "test", "www"]
     )
-    disposable_email_domains: list[str] = Field(
-        default_factory=lambda: ["mailinator.com", "guerrillamail.com", "10minutemail.com", "tempmail.com",
-                                 "yopmail.com", "trashmail.com", "sharklasers.com", "getnada.com"]
-    )
+    # Disposable e-mail domains: the maintained `disposable-email-domains` package's list (when
+    # disposable_email_list is on), plus the domains added here, minus allowed_email_domains.
+    disposable_email_domains: list[str] = Field(default_factory=list)
+    disposable_email_list: bool = True
+    allowed_email_domains: list[str] = Field(default_factory=list)
     placeholder_words: list[str] = Field(
         default_factory=lambda: ["test", "testing", "asdf", "qwerty", "gg", "aaa", "xxx", "abc", "foo", "bar",
                                  "lorem ipsum", "n/a", "na", "none", "todo", "tbd", "hello", "hi", "app"]
