@@ -89,7 +89,7 @@ class FakeGitHub:
         "id": 1, "app_id": APP_ID, "app_slug": APP_SLUG, "target_type": "Organization",
         "account": {"login": "acme", "id": 7000001, "type": "Organization"},
         "repository_selection": "selected",
-        "permissions": {"issues": "write", "metadata": "read", "members": "read"},
+        "permissions": {"issues": "write", "metadata": "read", "members": "read", "contents": "read"},
         "events": ["issues", "issue_comment"], "suspended_at": None})
     installation_repos: list[str] = field(default_factory=lambda: ["acme/access"])
     uninstalled_repos: set[str] = field(default_factory=set)  # GET /repos/{repo}/installation -> 404
@@ -232,7 +232,7 @@ class FakeGitHub:
             ("GET", r"/app", lambda m: {"id": APP_ID, "slug": APP_SLUG, "name": "Beekeeper Test",
                                         "owner": {"login": "acme"}, "events": ["issues", "issue_comment"],
                                         "permissions": {"issues": "write", "metadata": "read",
-                                                        "members": "read"}}),
+                                                        "members": "read", "contents": "read"}}),
             ("GET", r"/app/hook/deliveries", lambda m: self._hook_deliveries(query)),
             ("GET", r"/app/hook/config", lambda m: self.hook_config),
             ("GET", r"/app/installations", lambda m: self._page([self.installation], query, "/app/installations")),

@@ -70,7 +70,8 @@ def test_setup_page_posts_the_manifest_with_this_deployments_urls(setup_client):
     assert manifest["setup_url"] == "https://bees.example.org/setup/installed"
     # the browser comes back to the host it is on (localhost during a first run)
     assert manifest["redirect_url"] == "http://localhost/setup/callback"
-    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read"}
+    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read",
+                                               "contents": "read"}
     assert manifest["default_events"] == ["issues", "issue_comment"]
 
 

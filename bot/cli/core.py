@@ -150,6 +150,18 @@ def register(main: click.Group) -> None:
         current, head = migrate.current_revision(engine), migrate.head_revision()
         click.echo(f"current: {current or 'empty'}  head: {head}  {'up to date' if current == head else 'PENDING'}")
 
+    @db.command("revision")
+    @click.option("-m", "--message", required=True, help="What the migration changes (becomes the file name).")
+    @click.option("--empty", is_flag=True, help="An empty migration instead of comparing models and database.")
+    @pass_state
+    def db_revision(state, message: str, empty: bool) -> None:
+        """Write a new migration: the models compared with the database (alembic --autogenerate)."""
+        engine = state.runtime.engine
+        if not empty and migrate.pending(engine):
+            raise click.ClickException("the database is not at head: run `beekeeper db upgrade` first")
+        path = migrate.revision(engine, message, autogenerate=not empty)
+        click.echo(f"wrote {path}; review it, then `beekeeper db upgrade`")
+
     @main.group()
     def deliveries() -> None:
         """Inspect and retry webhook deliveries."""
