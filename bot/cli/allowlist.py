@@ -121,8 +121,9 @@ def register(main: click.Group) -> None:
             click.echo(f"retired {retired_kid}: stays in the JWKS for {grace:g} hours")
 
     @signing_keys.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
     @pass_state
-    def signing_keys_list(state) -> None:
+    def signing_keys_list(state, as_json: bool = False) -> None:
         """Every signing key: active, published during its grace, or retired."""
         from sqlmodel import select
 
@@ -135,6 +136,11 @@ def register(main: click.Group) -> None:
             rows = session.exec(select(SigningKey).order_by(SigningKey.id.desc())).all()
             lines = [(k.kid, k.active, isoformat(k.created_at), isoformat(k.retired_at), k.kid in published)
                      for k in rows]
+        if as_json:
+            for kid, active, created, retired, is_published in lines:
+                click.echo(json.dumps({"kid": kid, "active": active, "created_at": created, "retired_at": retired,
+                                       "published": is_published}))
+            return
         if not lines:
             click.echo("no signing key yet (beekeeper signing-keys generate)")
         for kid, active, created, retired, is_published in lines:

@@ -170,14 +170,22 @@ def register(main: click.Group) -> None:
     @click.option("--status", type=click.Choice(["failed", "dead", *DeliveryStatus.ALL]), default=None,
                   help="failed = waiting for a retry")
     @click.option("--limit", default=50, show_default=True, type=int)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
     @pass_state
-    def deliveries_list(state, status: str | None, limit: int) -> None:
+    def deliveries_list(state, status: str | None, limit: int, as_json: bool = False) -> None:
         """List deliveries, newest first."""
         query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
         if status:
             query = query.where(Delivery.status == (DeliveryStatus.RETRY if status == "failed" else status))
         with Session(reader(state.runtime.engine)) as session:
             rows = session.exec(query).all()
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps({
+                    "id": row.id, "delivery_id": row.delivery_id, "event": row.event, "action": row.action,
+                    "status": row.status, "attempts": row.attempts, "received_at": row.received_at.isoformat(),
+                    "installation_id": row.installation_id, "last_error": row.last_error}))
+            return
         if not rows:
             click.echo("no deliveries")
             return
