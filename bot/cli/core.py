@@ -225,8 +225,12 @@ def register(main: click.Group) -> None:
         if not runtime.github.configured:
             raise click.ClickException("redeliver needs the app's credentials: set BEEKEEPER_GITHUB_APP_ID and "
                                        "BEEKEEPER_GITHUB_PRIVATE_KEY (or BEEKEEPER_GITHUB_PRIVATE_KEY_PATH)")
+        from bot.cli.progress import Progress
+
         try:
-            report = redeliver_missed(runtime, since, dry_run=dry_run)
+            with Progress("redeliver") as bar:
+                report = redeliver_missed(runtime, since, dry_run=dry_run,
+                                          progress=lambda guid, done, total: bar.step(guid, done, total))
         except (GitHubError, RetryLater) as exc:
             raise click.ClickException(f"cannot list the app's hook deliveries: {exc}") from None
         click.echo(json.dumps(report.as_dict()))
