@@ -48,9 +48,24 @@ def no_store(response):
 @bp.get("/")
 def home():
     # The portal (when registered) is the home page; otherwise a short page that says what this is.
+    settings = current_app.config.get("BEEKEEPER_SETTINGS")
+    if settings is not None and "setup.start" in current_app.view_functions and not _app_registered(settings):
+        # First run: the person reading this is the operator. This machine (or the console's link
+        # with the token) goes straight to the setup page; anyone else is told where it is.
+        from bot.setup import is_local_request
+
+        if is_local_request(request.remote_addr, request.headers):
+            return redirect(url_for("setup.start"))
+        return render_template("pages/home.html", not_set_up=True), 503
     if "portal.home" in current_app.view_functions:
         return redirect(url_for("portal.home"))
     return render_template("pages/home.html")
+
+
+def _app_registered(settings) -> bool:
+    from bot.setup import credentials_configured
+
+    return credentials_configured(settings)
 
 
 @bp.app_context_processor

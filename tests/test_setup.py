@@ -188,3 +188,23 @@ def test_console_announcement_carries_the_token(settings):
     text = setup.announce(dataclasses.replace(settings, public_url="https://bees.example.org"), "127.0.0.1", 8000)
     assert "http://localhost:8000/setup" in text
     assert f"https://bees.example.org/setup?token={setup.setup_token()}" in text
+
+
+def test_first_page_before_registration_leads_the_operator_to_setup(setup_client):
+    local = setup_client.get("/")
+    assert local.status_code == 302 and local.headers["Location"].endswith("/setup/")
+    remote = setup_client.get("/", environ_base=REMOTE)
+    page = remote.get_data(as_text=True)
+    assert remote.status_code == 503 and "not set up yet" in page
+    assert 'href="/setup/"' in page and "beekeeper serve" in page
+    assert "/me" not in page  # no loop through the portal's sign-in
+
+
+def test_console_names_no_unreachable_address(settings):
+    on_loopback = dataclasses.replace(settings, public_url="http://localhost:8000")
+    text = setup.announce(on_loopback, "127.0.0.1", 8000)
+    assert "another machine" not in text and "token=" not in text
+    assert "--host 0.0.0.0" in text and "BEEKEEPER_PUBLIC_URL" in text
+    everywhere = setup.announce(on_loopback, "0.0.0.0", 8000)
+    assert "localhost:8000/setup?token" not in everywhere  # a real address, or no claim at all
+    assert setup.announce(on_loopback, "192.0.2.10", 8000).count("http://192.0.2.10:8000/setup?token=") == 1
