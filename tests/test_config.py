@@ -248,7 +248,8 @@ def test_runtime_refuses_a_bad_policy_at_start(tmp_path, database_url):
 def test_app_manifest_asks_only_for_what_the_bot_uses():
     manifest = yaml.safe_load((ROOT / "app.yml").read_text())
     assert manifest["public"] is False
-    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read"}
+    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read",
+                                               "contents": "read"}
     assert manifest["default_events"] == ["issues", "issue_comment"]  # GitHub refuses `installation` here
     assert manifest["hook_attributes"]["url"].endswith("/webhook")
     assert manifest["redirect_url"] and manifest["callback_urls"]
@@ -270,3 +271,16 @@ def test_log_format_is_text_or_json():
     assert load_settings({"BEEKEEPER_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="^BEEKEEPER_LOG_FORMAT must be one of text, json"):
         load_settings({"BEEKEEPER_LOG_FORMAT": "xml"})
+
+
+def test_env_example_lists_every_setting_and_loads():
+    """.env.example names every variable EnvSettings reads, and copied as-is it is a valid .env."""
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    from bot.config import ENV_PREFIX, EnvSettings
+
+    example = dotenv_values(Path(__file__).resolve().parents[1] / ".env.example")
+    assert set(example) == {ENV_PREFIX + name for name in EnvSettings.model_fields}
+    load_settings({k: v or "" for k, v in example.items()})
