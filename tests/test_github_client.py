@@ -391,3 +391,32 @@ def test_no_token_or_jwt_is_ever_logged(github, fake_github, issue, caplog, slee
     assert token and token not in caplog.text and token not in str(caught.value)
     assert "eyJ" not in caplog.text  # no JWT
     assert "rate limited" in caplog.text  # the wait itself is logged
+
+
+def test_a_retry_after_over_a_minute_goes_back_to_the_inbox(github, fake_github, issue, sleeps):
+    fake_github.fail("POST", rf"^/repos/{REPO}/issues/1/comments$", 403, times=1, headers={"Retry-After": "600"},
+                     body={"message": "You have exceeded a secondary rate limit."})
+    with pytest.raises(RetryLater) as caught:
+        github.for_installation(1).create_comment(REPO, 1, "hello")
+    assert caught.value.after == 600
+    assert sleeps == [] and fake_github.comments_on(REPO, 1) == []
+    assert fake_github.count("POST", rf"^/repos/{REPO}/issues/1/comments$") == 1
+
+
+def test_a_header_only_primary_limit_goes_back_to_the_inbox(github, fake_github, issue, sleeps):
+    """X-RateLimit-Remaining: 0 without GitHub's usual message is still a rate limit, not an error."""
+    reset = int(time.time()) + 120
+    fake_github.fail("GET", rf"^/repos/{REPO}/issues/1$", 403, times=1,
+                     headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
+    with pytest.raises(RetryLater) as caught:
+        github.for_installation(1).get_issue(REPO, 1)
+    assert 110 <= caught.value.after <= 130
+
+
+def test_pygithub_throttling_is_off_and_requesters_are_kept_per_installation(github, fake_github, issue):
+    client = github.for_installation(1)
+    requester = client.requester
+    assert requester._Requester__seconds_between_requests is None
+    assert requester._Requester__seconds_between_writes is None
+    assert github.for_installation(1).requester is requester  # connections are reused
+    assert github.for_installation(2).requester is not requester
