@@ -227,28 +227,25 @@ class _Raw(NonCompletableGithubObject):
         pass
 
 
-def _url_without_default_port(connection) -> str:
-    default = {"https": 443, "http": 80}[connection.protocol]
-    port = "" if connection.port == default else f":{connection.port}"
-    return f"{connection.protocol}://{connection.host}{port}{connection.url}"
-
-
-class _HTTPSConnection(HTTPSRequestsConnectionClass):
+class _NoDefaultPort:
     """PyGithub's connection, with the URL written as GitHub documents it: PyGithub always adds the
     port (https://api.github.com:443/...), which the server ignores but URL-keyed tools (the
     `responses` mocks, egress proxies' allowlists, logs) see as a different URL."""
 
     def getresponse(self) -> RequestsResponse:
+        port = "" if self.port == {"https": 443, "http": 80}[self.protocol] else f":{self.port}"
+        url = f"{self.protocol}://{self.host}{port}{self.url}"
         return RequestsResponse(getattr(self.session, self.verb.lower())(
-            _url_without_default_port(self), headers=self.headers, data=self.input, timeout=self.timeout,
-            verify=self.verify, allow_redirects=False))
+            url, headers=self.headers, data=self.input, timeout=self.timeout, verify=self.verify,
+            allow_redirects=False))
 
 
-class _HTTPConnection(HTTPRequestsConnectionClass):
-    def getresponse(self) -> RequestsResponse:
-        return RequestsResponse(getattr(self.session, self.verb.lower())(
-            _url_without_default_port(self), headers=self.headers, data=self.input, timeout=self.timeout,
-            verify=self.verify, allow_redirects=False))
+class _HTTPSConnection(_NoDefaultPort, HTTPSRequestsConnectionClass):
+    pass
+
+
+class _HTTPConnection(_NoDefaultPort, HTTPRequestsConnectionClass):
+    pass
 
 
 # PyGithub picks its connection classes from these class attributes (its `injectConnectionClasses`
