@@ -8,6 +8,7 @@ tests start the `beekeeper worker` processes they need with `live.bot.start_work
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -84,7 +85,9 @@ def live(request, fault_database, private_key_pem, tmp_path_factory):
         request.module, "DATABASE_PROXY", False) else None
     github = GitHubServer().start()
     workdir = tmp_path_factory.mktemp("live")
-    (workdir / "policy.yml").write_text("reconcile_interval_minutes: 0\n")
+    # The policy names the repositories served (an unnamed repository's events are ignored).
+    served = [repo for repo in (getattr(request.module, "REPO", None), "acme/metrics") if repo]
+    (workdir / "policy.yml").write_text(f"reconcile_interval_minutes: 0\nrepositories: {json.dumps(served)}\n")
     proxied = parsed.set(drivername="postgresql")
     if proxy is not None:
         proxied = proxied.set(host="127.0.0.1", port=proxy.port)
