@@ -183,10 +183,11 @@ def maintainer(client, session, fake_github, runtime, tmp_path):
 
 
 @pytest.fixture
-def repository_maintainer(client, session, fake_github):
-    """A maintainer of acme/access only (write permission there)."""
+def repository_maintainer(client, session, fake_github, runtime):
+    """A maintainer of acme/access only (write permission there) on a platform serving two repositories."""
+    runtime.policy = runtime.policy.model_copy(update={"repositories": ["acme/access", "acme/elsewhere"]})
     add_people(fake_github)
-    install(session)
+    install(session, ("acme/access", "acme/elsewhere"))
     sign_in(client, MAINTAINER, fake_github)
     return client
 
