@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.config import load_policy
 from tests.browser.portal_support import launch_chromium, live_stack, screenshot
 from tests.conftest import issue_event
 from tests.request_helpers import APPLICANT, MAINTAINER, add_people, form_body
@@ -26,7 +27,10 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 def stack(db, database_url, private_key_pem, tmp_path):
-    with live_stack(db, database_url, private_key_pem, str(tmp_path / "instance")) as live:
+    # The maintainer is also one of the platform's admins: the audit and gateways pages are theirs.
+    path = tmp_path / "policy.yml"
+    path.write_text(f"admins: [{MAINTAINER['id']}]\n")
+    with live_stack(db, database_url, private_key_pem, str(tmp_path / "instance"), policy=load_policy(path)) as live:
         add_people(live.fake)
         yield live
 
