@@ -59,6 +59,8 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     from bot import allowlist
 
     app.register_blueprint(allowlist.bp)  # /v1/allowlist, /.well-known/jwks.json, /openapi.json
+    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist).
+    app.wsgi_app = allowlist.AllowlistFastPath(app.wsgi_app, app)
     from bot import auth, claim
 
     app.register_blueprint(auth.bp)  # /auth: sign in with GitHub (the App's user-to-server OAuth flow)
