@@ -870,7 +870,7 @@ class AllowlistClient:
         try:
             with _gc_paused():
                 state = _Snapshot(doc, base=held if since is not None else None)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
         self._state = state  # one assignment: check() sees the old or the new snapshot's header
         if self.key_cache_size is None:  # the memos follow the list's size
