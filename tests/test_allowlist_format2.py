@@ -421,3 +421,51 @@ def test_two_generations_keep_entries_used_within_the_limit():
     off = _TwoGenerations(0)
     off.put("a", 1)
     assert off == {} and off.recall("a") is None
+
+
+# --- planner statistics after bulk changes ----------------------------------------------------------
+
+
+def _forget_statistics(db) -> None:
+    from sqlalchemy import text
+
+    if db.dialect.name == "sqlite":
+        with db.begin() as connection:
+            if connection.execute(text("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")).first():
+                connection.execute(text("DELETE FROM sqlite_stat1"))
+
+
+def _has_statistics(db, rows: int) -> bool:
+    """The planner knows api_key's size: SQLite's sqlite_stat1 row, PostgreSQL's pg_class.reltuples
+    (TRUNCATE between tests resets it; 40 rows are below autovacuum's analyze threshold)."""
+    from sqlalchemy import text
+
+    with db.connect() as connection:
+        if db.dialect.name == "sqlite":
+            found = connection.execute(text("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")).first()
+            return bool(found) and bool(connection.execute(
+                text("SELECT 1 FROM sqlite_stat1 WHERE tbl = 'api_key'")).first())
+        return connection.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'api_key'")).scalar() == rows
+
+
+@pytest.mark.parametrize("how", ["engine", "session", "periodic job"])
+def test_refresh_statistics_gives_the_planner_statistics(db, session, runtime, how):
+    from bot.db import refresh_statistics, schedule_statistics
+
+    for i in range(20):
+        make_grant(session, f"app{i}", commit=False)
+    session.commit()
+    _forget_statistics(db)
+    assert not _has_statistics(db, 40)
+    if how == "engine":
+        refresh_statistics(db)
+    elif how == "session":
+        refresh_statistics(session)
+        session.commit()
+    else:
+        schedule_statistics(runtime)
+        schedule_statistics(runtime)  # once
+        jobs = [job for _, job in runtime.periodic if job.__name__ == "statistics_job"]
+        assert len(jobs) == 1
+        jobs[0](runtime)
+    assert _has_statistics(db, 40)

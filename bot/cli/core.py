@@ -98,6 +98,9 @@ def register(main: click.Group) -> None:
                 from bot.reconcile import schedule
 
                 schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
+                from bot.db import schedule_statistics
+
+                schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
                 Worker(runtime).start_thread()
 
         click.echo(f"Beekeeper listening on http://{host}:{port}", err=True)
@@ -124,6 +127,9 @@ def register(main: click.Group) -> None:
         from bot.reconcile import schedule
 
         schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
+        from bot.db import schedule_statistics
+
+        schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
         signal.signal(signal.SIGINT, lambda *_: w.stop())
         w.run_forever()
