@@ -1189,17 +1189,20 @@ class AllowlistClient:
         "unknown key". Which digest a key has never changes, and a wrong checksum stays wrong,
         so the memo needs no invalidation: every check() still looks the digest up in the
         snapshot it holds, and a revocation takes effect at the next poll as before."""
-        digest = self._digests.recall(key)
-        if digest is not None:
-            return digest
-        try:
-            raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
-        except UnicodeEncodeError:
-            return _BAD_CHECKSUM
-        digest = _sha256(raw).digest()
-        if digest not in state.by_hash and not checksum_ok(raw):
-            digest = _BAD_CHECKSUM
-        self._digests.put(key, digest)
+        memo = self._digests
+        digest = memo.old.get(key)
+        if digest is None:
+            try:
+                raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
+            except UnicodeEncodeError:
+                return _BAD_CHECKSUM
+            digest = _sha256(raw).digest()
+            if digest not in state.by_hash and not checksum_ok(raw):
+                digest = _BAD_CHECKSUM
+        if len(memo) < memo.limit:
+            memo[key] = digest
+        else:
+            memo.put(key, digest)
         return digest
 
     def _check_key(self, state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
