@@ -23,7 +23,11 @@ What it guarantees:
   JWKS served next to the document says;
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
-* keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
+* documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
+  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson; a delta changes
+  only the entries of the grants it names (O(change)), each by one dict assignment;
+* keys: the SHA-256 is looked up first; only a digest the list does not hold has its checksum
+  verified (`bot.keyformat`), to tell "malformed key" from "unknown key";
   revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
   app id, matched by equality, never read as a URL) and an Origin only count when the host of the
   request's Origin HEADER (else its Referer HEADER) is one of the grant's domains —
@@ -410,16 +414,6 @@ WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcar
 PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot remembers (at least; or one per key)
 KEY_MEMO_MIN = 65_536  # keys whose digest the client remembers (at least; or one per listed key)
 HOST_MEMO_MIN = 8_192  # Origin/Referer values whose host the client remembers (at least; or two per grant)
-
-
-def _remember(memo: dict, key, value, limit: int) -> None:
-    """Put `key` in a bounded memo that starts afresh when full (kept for callers outside the
-    client; the client's own memos are two-generation, see _TwoGenerations)."""
-    if len(memo) >= limit:
-        memo.clear()
-        if not limit:
-            return
-    memo[key] = value
 
 
 class _TwoGenerations(dict):
