@@ -1195,7 +1195,7 @@ class AllowlistClient:
                 digest = _BAD_CHECKSUM
         if len(memo) < memo.limit:
             memo[key] = digest
-        else:
+        elif memo.limit:
             memo.put(key, digest)
         return digest
 
@@ -1208,8 +1208,16 @@ class AllowlistClient:
             return entry.grant.allow(ALLOWED_SECRET_KEY)
         if not source:
             return ORIGIN_REQUIRED
-        if state.by_origin.get(source) is entry.grant:  # the exact Origin of one of its hosts
-            return state.allow_publishable(entry, None, source)
+        grant = entry.grant
+        if state.by_origin.get(source) is grant:  # the exact Origin of one of its hosts
+            decision = grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
+            if entry.expires is None and decision.allowed:
+                hits = state.publishable_hits
+                if len(hits) < hits.limit:
+                    hits[(entry, source)] = decision
+                elif hits.limit:
+                    hits.put((entry, source), decision)
+            return decision
         host = self._host(source)
         if host is None:
             return ORIGIN_REQUIRED
