@@ -441,24 +441,6 @@ def _state() -> ServingState:
     return current_app.extensions["beekeeper_allowlist"]
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> Response:
-    response = jsonify(error=code, message=message, **extra)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _unauthorized(message: str) -> Response:
-    ALLOWLIST_PULLS.labels(gateway="-", outcome="unauthorized").inc()
-    response = _error(401, "unauthorized", message)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="beekeeper-allowlist"'
-    return response
-
-
-def _wants_jose() -> bool:
-    return request.accept_mimetypes.best_match([MEDIA_JSON, MEDIA_JOSE], default=MEDIA_JSON) == MEDIA_JOSE
-
-
 # The gateway credential is checked (and the version, signer and epoch read) by one statement on
 # a pooled DBAPI connection: no ORM session or query object per poll. PostgreSQL prepares it
 # server-side after a few executions on a connection (psycopg's prepare_threshold); SQLite keeps
@@ -697,9 +679,9 @@ def _unauthorized_answer(message: str) -> tuple:
                         [("WWW-Authenticate", 'Bearer realm="beekeeper-allowlist"')])
 
 
-def _serve(signed: bool) -> Response:
+def _serve(jws_path: bool) -> Response:
     runtime = current_app.extensions["beekeeper"]
-    ask = Ask(jws_path=signed and request.path.endswith(".jws"), since=request.args.get("since"),
+    ask = Ask(jws_path=jws_path, since=request.args.get("since"),
               format=request.args.get("format"), accept=request.headers.get("Accept", ""),
               accept_encoding=request.headers.get("Accept-Encoding", ""),
               authorization=request.headers.get("Authorization"), if_none_match=request.headers.get("If-None-Match"))
@@ -713,12 +695,6 @@ def _serve(signed: bool) -> Response:
 def _headers_for(etag: str, stamp: Stamp) -> list[tuple[str, str]]:
     return [("ETag", etag), ("Cache-Control", CACHE_CONTROL), ("Vary", VARY),
             ("X-Allowlist-Version", str(stamp.version))]
-
-
-def _headers(response: Response, etag: str, stamp: Stamp) -> Response:
-    for name, value in _headers_for(etag, stamp):
-        response.headers[name] = value
-    return response
 
 
 _STATUS_LINES = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 401: "401 Unauthorized",
@@ -758,13 +734,13 @@ class AllowlistFastPath:
 
 @bp.get("/v1/allowlist")
 def allowlist_document():
-    """JSON by default; a compact JWS when the gateway asks `Accept: application/jose`."""
-    return _serve(signed=_wants_jose())
+    """JSON by default; a compact JWS with `Accept: application/jose`; format 2 on request (Ask, negotiate)."""
+    return _serve(jws_path=False)
 
 
 @bp.get("/v1/allowlist.jws")
 def allowlist_signed():
-    return _serve(signed=True)
+    return _serve(jws_path=True)
 
 
 @bp.get("/.well-known/jwks.json")
