@@ -46,6 +46,11 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     from bot import health, web, webhooks
 
     app.register_blueprint(health.bp)
+    from bot.allowlist import AllowlistFastPath
+
+    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist);
+    # inside the webhook intake, which stays the outermost layer.
+    app.wsgi_app = AllowlistFastPath(app.wsgi_app, app)
     # POST /webhook is answered before Flask's request handling (see bot.webhooks).
     app.wsgi_app = webhooks.WebhookIntake(app.wsgi_app, runtime)
     app.register_blueprint(web.bp)
@@ -59,8 +64,6 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     from bot import allowlist
 
     app.register_blueprint(allowlist.bp)  # /v1/allowlist, /.well-known/jwks.json, /openapi.json
-    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist).
-    app.wsgi_app = allowlist.AllowlistFastPath(app.wsgi_app, app)
     from bot import auth, claim
 
     app.register_blueprint(auth.bp)  # /auth: sign in with GitHub (the App's user-to-server OAuth flow)
