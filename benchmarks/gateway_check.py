@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def main() -> int:
         print(f"loading format {fmt} ({len(answers[fmt][0]) / 1e6:.1f} MB) in {args.load_runs} child processes…",
               file=sys.stderr)
         loads[fmt] = load_in_child(answers[fmt], docs.jwks, workdir, args.load_runs)
+    shutil.rmtree(workdir, ignore_errors=True)
 
     best = max(formats)
     client = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]))
