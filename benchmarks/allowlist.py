@@ -37,9 +37,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from intake import BenchDatabase, free_port, start_gunicorn, stop, wait_until_serving  # noqa: E402
+from intake import (  # noqa: E402
+    BenchDatabase,
+    _cpu,
+    _stat_fields,
+    balance,
+    free_port,
+    start_gunicorn,
+    stop,
+    wait_until_serving,
+)
 
 STATIC_ROUTE = "/static-copy"
+FLASK_VIEW_ROUTE = "/flask-view/v1/allowlist"  # the same view, reached through Flask (no fast path)
+V2 = "application/vnd.beekeeper.allowlist+json;format=2"
 
 
 def bench_app():
@@ -52,6 +63,7 @@ def bench_app():
     path = os.environ["BENCH_STATIC_FILE"]
     app.add_url_rule(STATIC_ROUTE, "static_copy",
                      lambda: send_file(path, mimetype="application/json", conditional=True, etag=True, max_age=0))
+    app.add_url_rule(FLASK_VIEW_ROUTE, "flask_view", app.view_functions["allowlist.allowlist_document"])
     return app
 
 
@@ -133,6 +145,23 @@ def document_figures(engine, policy) -> dict:
     from sqlmodel import Session
 
     from bot import allowlist, signing, versioning
+    from bot.db import refresh_statistics
+
+    # Right after the bulk load, before anything refreshed the statistics: a delta as the first
+    # poll after an import would get it on PostgreSQL without refresh_statistics (the before).
+    with Session(engine) as session:
+        loaded_version = versioning.current_version(session)
+    revoke_secret_key(engine, 2)
+
+    def first_delta():
+        with Session(engine) as session:
+            return allowlist.build_delta(session, policy, loaded_version)
+
+    delta_unanalysed_s, _ = median_time(first_delta)
+    started = time.perf_counter()
+    refresh_statistics(engine)  # what an import, `db copy` and the worker now do
+    refresh_s = time.perf_counter() - started
+    delta_analysed_s, _ = median_time(first_delta)
 
     def full():
         with Session(engine) as session:
@@ -154,9 +183,24 @@ def document_figures(engine, policy) -> dict:
             return allowlist.build_delta(session, policy, since)
 
     delta_seconds, (_, delta_body) = median_time(delta)
-    return {"build_s": build_seconds, "plain_bytes": len(body), "gzip_bytes": len(zipped), "gzip_s": gzip_seconds,
-            "jws_bytes": len(token), "sign_s": sign_seconds, "delta_s": delta_seconds,
-            "delta_bytes": len(delta_body), "body": body}
+    figures = {"build_s": build_seconds, "plain_bytes": len(body), "gzip_bytes": len(zipped), "gzip_s": gzip_seconds,
+               "jws_bytes": len(token), "sign_s": sign_seconds, "delta_s": delta_seconds,
+               "delta_bytes": len(delta_body), "body": body, "delta_unanalysed_s": delta_unanalysed_s,
+               "delta_analysed_s": delta_analysed_s, "refresh_s": refresh_s}
+    if hasattr(allowlist, "zstd_bytes"):  # format 2 (issue 18)
+
+        def full_v2():
+            with Session(engine) as session:
+                return allowlist.build_full(session, policy, fmt=2)
+
+        figures["v2_build_s"], (_, v2) = median_time(full_v2)
+        figures["v2_plain_bytes"] = len(v2)
+        figures["v2_sign_s"], _ = median_time(lambda: signing.sign_detached(v2, key), 1)
+        figures["v2_zstd_s"], v2_zstd = median_time(lambda: allowlist.zstd_bytes(v2), 1)
+        figures["v2_gzip_s"], v2_gzip = median_time(lambda: allowlist.gzip_bytes(v2), 1)
+        figures["v2_zstd_bytes"], figures["v2_gzip_bytes"] = len(v2_zstd), len(v2_gzip)
+        figures["v1_zstd_bytes"] = len(allowlist.zstd_bytes(body))
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,10 +233,40 @@ def run_wrk(url: str, headers: dict[str, str], seconds: int, connections: int, s
 def etag_of(url: str, headers: dict[str, str]) -> str:
     import requests
 
-    # identity: wrk sends no Accept-Encoding, so the validator must be the plain representation's
-    response = requests.get(url, headers={**headers, "Accept-Encoding": "identity"}, timeout=120)
+    # identity unless the run asks otherwise: wrk sends only the headers given
+    response = requests.get(url, headers={"Accept-Encoding": "identity", **headers}, timeout=120)
     response.raise_for_status()
     return response.headers["ETag"]
+
+
+def server_cpu(master: int) -> dict[int, float]:
+    """CPU seconds of gunicorn's master and each worker, by pid (as benchmarks/intake.py reads them)."""
+    fields = _stat_fields(str(master))
+    seconds = {master: _cpu(fields) if fields else 0.0}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields and fields[1] == str(master):
+                seconds[int(entry.name)] = _cpu(fields)
+    return seconds
+
+
+def balanced_run(master: int, url: str, headers: dict[str, str], seconds: int, connections: int, script: Path,
+                 attempts: int) -> dict:
+    """One wrk run whose load both workers shared. wrk's keep-alive connections stay with the
+    worker that accepted them, and now and then one worker takes nearly all of them: a run in
+    which a worker used under half the busiest one's CPU is measured again, up to `attempts`
+    times; one still unbalanced is marked `valid: False` and left out of the medians."""
+    for attempt in range(1, attempts + 1):
+        before = server_cpu(master)
+        result = run_wrk(url, headers, seconds, connections, script)
+        after = server_cpu(master)
+        result["balance"] = balance(before, after, master)
+        result["cpu_ms"] = (sum(after.values()) - sum(before.values())) / max(1, result["requests"]) * 1000
+        result["attempts"], result["valid"] = attempt, result["balance"] >= 0.5
+        if result["valid"]:
+            break
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +317,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=5, help="revokes timed for propagation")
+    parser.add_argument("--balance-attempts", type=int, default=3,
+                        help="re-runs of a load run in which one worker idled (see balanced_run)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the load runs: apt-get install wrk")
@@ -287,13 +363,23 @@ def main() -> int:
             "allowlist full": (f"{base}/v1/allowlist", auth, args.full_connections),
             "static full": (f"{base}{STATIC_ROUTE}", {}, args.full_connections),
         }
+        from bot import allowlist as served
+
+        if hasattr(served, "AllowlistFastPath"):  # issue 18: the same 304 through Flask; format 2 zstd
+            runs["304 via Flask view"] = (f"{base}{FLASK_VIEW_ROUTE}", {**auth, "If-None-Match": allowlist_etag},
+                                          args.connections)
+            v2 = {**auth, "Accept": V2, "Accept-Encoding": "zstd"}
+            run_wrk(f"{base}/v1/allowlist", v2, 3, args.workers * args.threads, script)  # build it in each worker
+            runs["allowlist full f2 zstd"] = (f"{base}/v1/allowlist", v2, args.full_connections)
         results: dict[str, list[dict]] = {name: [] for name in runs}
         for round_number in range(args.rounds):
             for name, (url, headers, connections) in runs.items():
-                result = run_wrk(url, headers, args.seconds, connections, script)
+                result = balanced_run(server.pid, url, headers, args.seconds, connections, script,
+                                      args.balance_attempts)
                 results[name].append(result)
-                print(f"  round {round_number + 1} {name:15} {result['per_second']:9.1f}/s "
-                      f"p50 {result['p50_ms']:8.2f} ms  failed {result['failed']}", file=sys.stderr)
+                print(f"  round {round_number + 1} {name:22} {result['per_second']:9.1f}/s "
+                      f"p50 {result['p50_ms']:8.2f} ms  failed {result['failed']}  balance {result['balance']:.2f}"
+                      f"{'' if result['valid'] else ' (INVALID: unbalanced after retries)'}", file=sys.stderr)
 
         print(f"propagation: a client polling every {args.poll_interval:g} s…", file=sys.stderr)
         spread = propagation(database.engine, f"{base}/v1/allowlist", credential, plaintexts, args.poll_interval,
@@ -303,8 +389,13 @@ def main() -> int:
             stop(server)
         database.drop()
 
-    medians = {name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-               for name, rounds in results.items()}
+    invalid = {name: sum(not r["valid"] for r in rounds) for name, rounds in results.items()}
+    kept = {name: [r for r in rounds if r["valid"]] or rounds for name, rounds in results.items()}
+    medians = {name: {key: statistics.median(r[key] for r in rounds) for key in ("per_second", "p50_ms", "p99_ms",
+                                                                                  "mb_per_second", "failed")}
+               for name, rounds in kept.items()}
+    spreads = {name: (min(r["per_second"] for r in rounds), max(r["per_second"] for r in rounds))
+               for name, rounds in kept.items()}
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(f"\nallowlist benchmark — {args.grants} grants (2 keys, 2 domains each), {backend}, {os.cpu_count()} cores, "
           f"gunicorn {args.workers}×{args.worker_class}"
@@ -314,14 +405,28 @@ def main() -> int:
     print(f"full document: built in {figures['build_s']:.2f} s; {figures['plain_bytes'] / 1e6:.1f} MB plain, "
           f"{figures['gzip_bytes'] / 1e6:.1f} MB gzip ({figures['gzip_s']:.2f} s), "
           f"{figures['jws_bytes'] / 1e6:.1f} MB signed ({figures['sign_s']:.2f} s)")
+    if "v2_plain_bytes" in figures:
+        print(f"format 2: built in {figures['v2_build_s']:.2f} s; {figures['v2_plain_bytes'] / 1e6:.1f} MB plain, "
+              f"{figures['v2_zstd_bytes'] / 1e6:.1f} MB zstd ({figures['v2_zstd_s']:.2f} s), "
+              f"{figures['v2_gzip_bytes'] / 1e6:.1f} MB gzip ({figures['v2_gzip_s']:.2f} s), detached signature in "
+              f"{figures['v2_sign_s']:.2f} s; format 1 zstd {figures['v1_zstd_bytes'] / 1e6:.1f} MB")
+    print(f"first delta right after the bulk load: {figures['delta_unanalysed_s'] * 1000:.1f} ms without statistics, "
+          f"{figures['delta_analysed_s'] * 1000:.1f} ms after refresh_statistics ({figures['refresh_s']:.2f} s)")
     print(f"delta after one change: {figures['delta_s'] * 1000:.1f} ms, {figures['delta_bytes']} bytes")
-    print(f"{'':16} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'MB/s':>8} {'failed':>7}")
+    print(f"{'':22} {'req/s':>10} {'spread req/s':>17} {'p50 ms':>9} {'p99 ms':>9} {'MB/s':>8} {'failed':>7} "
+          f"{'invalid':>7}")
     for name, m in medians.items():
-        print(f"{name:16} {m['per_second']:>10.1f} {m['p50_ms']:>9.2f} {m['p99_ms']:>9.2f} {m['mb_per_second']:>8.0f} "
-              f"{m['failed']:>7.0f}")
+        low, high = spreads[name]
+        print(f"{name:22} {m['per_second']:>10.1f} {f'{low:.0f}–{high:.0f}':>17} {m['p50_ms']:>9.2f} "
+              f"{m['p99_ms']:>9.2f} {m['mb_per_second']:>8.0f} {m['failed']:>7.0f} {invalid[name]:>7}")
     rate = {name: m["per_second"] for name, m in medians.items()}
     print(f"ratio allowlist/static: 304 path {rate['allowlist 304'] / rate['static 304']:.0%}, "
-          f"full path {rate['allowlist full'] / rate['static full']:.0%}")
+          f"full path {rate['allowlist full'] / rate['static full']:.0%}"
+          + (f"; 304 through the Flask view {rate['304 via Flask view'] / rate['static 304']:.0%}"
+             if "304 via Flask view" in rate else ""))
+    if any(invalid.values()):
+        print(f"INVALID runs (a worker idle after {args.balance_attempts} attempts), left out of the medians: "
+              f"{ {name: count for name, count in invalid.items() if count} }")
     delays = spread["delays_s"]
     print(f"propagation (poll every {args.poll_interval:g} s, client holding {spread['grants_held']} grants, first "
           f"load {spread['first_load_s']:.1f} s): revoke → refused in median {statistics.median(delays):.2f} s, "

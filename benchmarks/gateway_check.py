@@ -1,85 +1,138 @@
 #!/usr/bin/env python3
-"""Gateway client: `check()` per second and the memory of a client holding 100 000 grants.
+"""Gateway client: `check()` per second, load time, memory and delta cost at 100 000 grants.
 
-In one process, with a signed document of --grants grants (two keys and two domains each) made
-here and loaded through the client's real poll/verify path:
+In one process, with a document of --grants grants (two keys and two domains each) made here
+and loaded through the client's real poll/verify path:
 * check() per second for: a secret key, a publishable key with its Origin, an Origin alone
   (exact host, and under a declared wildcard), an unknown key (valid checksum), an unknown Origin;
-* beside the floor of one `hashlib.sha256(key).digest()` + one dict lookup in a dict of the same
-  size (the least any hash-based check must do), as a ratio — goal: within 2x of the floor;
-* memory the client keeps for the list (tracemalloc: retained after load, and the peak while
-  loading).
+  1 000 sample inputs repeated, as a gateway's callers repeat them;
+* the same with every key / every exact Origin of the list in rotation (100 000 distinct
+  inputs, past any fixed-size memo);
+* "first sight": a client whose memos are off (the cost of a key or host never seen before);
+* beside the floors, as ratios: one `hashlib.sha256(key).digest()` + one dict lookup in a dict
+  of the same size (keys), and one lookup in a dict of exact Origins (Origins);
+* load + verify of the full document (format 1 compact JWS, and format 2 with its detached
+  signature when the client under test reads it), each in a fresh child process, with its RSS
+  after the load, the peak RSS (VmHWM) and the peak over a second full poll;
+* applying a delta of one changed grant to a client holding the whole list.
 
-The 1 000 sample keys and hosts repeat, as a gateway's callers do, so the client's memos (a key's
-verified digest, a host's wildcard match, a publishable key's host) answer all but the first
-pass. The "first sight" cases turn the memos off: the cost of a key or host never seen before.
+Rounds alternate between the floor and each case (median and spread reported) so a noisy
+machine hits both. `--code DIR` runs the same measurements against another source tree (e.g.
+the commit before issue 18, extracted with `git archive`), for before/after in one session.
 
-Rounds alternate between the floor and each case (median reported) so a noisy machine hits both.
-
-    .venv/bin/python benchmarks/gateway_check.py [--grants 100000] [--rounds 7]
+    .venv/bin/python benchmarks/gateway_check.py [--grants 100000] [--rounds 5]
+    .venv/bin/python benchmarks/gateway_check.py --code /tmp/before   # the client of another tree
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import hashlib
 import json
+import os
+import pickle
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("BENCH_CODE") or ROOT)
+sys.path.insert(0, str(CODE))
 
 from bot import gateway, keyformat, signing  # noqa: E402
 from bot.gateway import AllowlistClient  # noqa: E402
 
-URL = "https://cdn.example.org/allowlist.jws"
+URL = "https://cdn.example.org/allowlist"
+READS_FORMAT_2 = hasattr(gateway, "SIGNATURE_HEADER")
+V2_TYPE = "application/vnd.beekeeper.allowlist+json; format=2"
 
 
 class StaticSession:
-    """An HTTP session that answers every GET with one body (the client's injectable session)."""
+    """An HTTP session answering every GET with the next of its (body, headers) answers (the
+    last one repeats): the client's injectable session."""
 
-    def __init__(self, body: bytes):
-        self.body = body
+    def __init__(self, *answers: tuple[bytes, dict]):
+        self.answers = list(answers)
 
     def get(self, url, **_kwargs):
+        body, headers = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         response = requests.Response()
-        response.status_code, response._content, response.url = 200, self.body, url
+        response.status_code, response._content, response.url = 200, body, url
+        response.headers.update(headers)
         return response
 
 
-def make_document(grants: int) -> tuple[bytes, dict, dict]:
-    """(signed document, jwks, sample plaintext keys and hosts)."""
-    secret_keys, publishable_keys, entries = [], [], []
-    for i in range(grants):
-        secret, publishable = keyformat.generate("bk", "sk"), keyformat.generate("bk", "pk")
-        if i % (grants // 1000 or 1) == 0:
-            secret_keys.append(secret)
-            publishable_keys.append((publishable, f"app{i}.example.com"))
-        entries.append({"app_id": f"app-{i}", "tier": "seed", "status": "active", "version": i + 1,
-                        "domains": [f"app{i}.example.com", f"*.app{i}.example.net"], "referrers": [f"app-{i}"],
-                        "keys": [{"id": 2 * i + 1, "kind": "secret", "sha256": keyformat.sha256_hex(secret),
-                                  "expires_at": None},
-                                 {"id": 2 * i + 2, "kind": "publishable",
-                                  "sha256": keyformat.sha256_hex(publishable), "expires_at": None}]})
+def _b64(hex_digest: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode()
+
+
+TIERS = {"seed": {"rank": 1, "limits": {"requests_per_minute": 60, "concurrency": 2, "daily_quota": None}}}
+COLUMNS = {"grants": ["app_id", "tier", "version", "domains", "keys"],
+           "keys": ["sha256", "kind", "expires_at", "revoked_at"], "removed": ["app_id", "status", "version"]}
+
+
+def _header(version: int, since: int | None = None, fmt: int = 1) -> dict:
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
-    doc = {"schema": 1, "version": grants, "generated_at": "2024-01-01T00:00:00Z", "expires_at": expires,
-           "key_prefix": "bk", "tiers": {"seed": {"rank": 1, "limits": {"requests_per_minute": 60, "concurrency": 2,
-                                                                         "daily_quota": None}}},
-           "grants": entries}
-    pem, jwk = signing.new_key_material()
-    token = signing.sign(json.dumps(doc, separators=(",", ":")).encode(),
-                         signing.SigningKey(kid=jwk["kid"], private_pem=pem, public_jwk=jwk))
-    return token, {"keys": [jwk]}, {"secret": secret_keys, "publishable": publishable_keys}
+    doc = {"schema": 1, "version": version, "generated_at": "2024-01-01T00:00:00Z", "expires_at": expires,
+           "key_prefix": "bk", "tiers": TIERS}
+    if fmt == 2:
+        doc.update(format=2, columns=COLUMNS)
+    if since is not None:
+        doc.update(since=since, removed=[])
+    return doc
 
 
-def per_second(function, inputs: list, repeat: int) -> float:
+def _entry(i: int, secret_hex: str, publishable_hex: str, fmt: int, version: int):
+    domains = [f"app{i}.example.com", f"*.app{i}.example.net"]
+    if fmt == 2:
+        return [f"app-{i}", "seed", version, domains,
+                [[_b64(secret_hex), "secret", None, None], [_b64(publishable_hex), "publishable", None, None]]]
+    return {"app_id": f"app-{i}", "tier": "seed", "status": "active", "version": version, "domains": domains,
+            "referrers": [f"app-{i}"],
+            "keys": [{"id": 2 * i + 1, "kind": "secret", "sha256": secret_hex, "expires_at": None},
+                     {"id": 2 * i + 2, "kind": "publishable", "sha256": publishable_hex, "expires_at": None}]}
+
+
+class Documents:
+    """The list in both formats, signed as the bot signs them, and one-change deltas."""
+
+    def __init__(self, grants: int):
+        self.grants = grants
+        self.secret = [keyformat.generate("bk", "sk") for _ in range(grants)]
+        self.publishable = [keyformat.generate("bk", "pk") for _ in range(grants)]
+        self.secret_hex = [keyformat.sha256_hex(k) for k in self.secret]
+        self.publishable_hex = [keyformat.sha256_hex(k) for k in self.publishable]
+        pem, jwk = signing.new_key_material()
+        self.key = signing.SigningKey(kid=jwk["kid"], private_pem=pem, public_jwk=jwk)
+        self.jwks = {"keys": [jwk]}
+
+    def full(self, fmt: int) -> tuple[bytes, dict]:
+        entries = [_entry(i, self.secret_hex[i], self.publishable_hex[i], fmt, i + 1) for i in range(self.grants)]
+        return self.answer({**_header(self.grants, fmt=fmt), "grants": entries}, fmt)
+
+    def delta(self, fmt: int, version: int, grant: int) -> tuple[bytes, dict]:
+        """A delta from version-1 to version: grant `grant` changed (a new secret key)."""
+        secret_hex = hashlib.sha256(f"new-{version}".encode()).hexdigest()
+        entry = _entry(grant, secret_hex, self.publishable_hex[grant], fmt, version)
+        return self.answer({**_header(version, since=version - 1, fmt=fmt), "grants": [entry]}, fmt)
+
+    def answer(self, doc: dict, fmt: int) -> tuple[bytes, dict]:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        if fmt == 2:
+            signature = signing.sign_detached(body, self.key).decode()
+            return body, {"Content-Type": V2_TYPE, "X-Allowlist-Signature": signature}
+        return signing.sign(body, self.key), {"Content-Type": "application/jose"}
+
+
+def rate(function, inputs: list, repeat: int) -> float:
     started = time.perf_counter()
     for _ in range(repeat):
         for value in inputs:
@@ -87,108 +140,191 @@ def per_second(function, inputs: list, repeat: int) -> float:
     return repeat * len(inputs) / (time.perf_counter() - started)
 
 
+# ---------------------------------------------------------------------------------------------
+# load + RSS, in a child process (a fresh heap: RSS figures are the load's own)
+# ---------------------------------------------------------------------------------------------
+
+
+def _rss_kib() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process, KiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def load_child(path: str) -> None:
+    """Child: load the answer in `path`; print the load time and RSS growth as JSON. Then a
+    second full load while the first list is held (a poll after a 410 holds the old index until
+    the new one is in force): the peak over both."""
+    with open(path, "rb") as handle:
+        answer, jwks = pickle.load(handle)
+    gc.collect()
+    base, _ = _rss_kib()
+    client = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(answer))
+    started = time.perf_counter()
+    client.poll()
+    seconds = time.perf_counter() - started
+    after, peak = _rss_kib()
+    second = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(answer))
+    second.poll()
+    _, second_peak = _rss_kib()
+    print(json.dumps({"load_s": seconds, "rss_mib": (after - base) / 1024, "peak_mib": (peak - base) / 1024,
+                      "second_peak_mib": (second_peak - base) / 1024}))
+
+
+def load_in_child(answer: tuple[bytes, dict], jwks: dict, workdir: Path, runs: int) -> dict:
+    path = workdir / "answer.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump((answer, jwks), handle)
+    results = []
+    for _ in range(runs):
+        output = subprocess.run([sys.executable, __file__, "--load-child", str(path)], capture_output=True, text=True,
+                                check=True, env={**os.environ, "BENCH_CODE": str(CODE)}).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return {key: [r[key] for r in results] for key in results[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.3g}–{max(values):.3g}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grants", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=200, help="passes over the 1000 sample inputs per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=100, help="passes over the 1000 sample inputs per round")
+    parser.add_argument("--load-runs", type=int, default=3, help="child processes per format for load + RSS")
+    parser.add_argument("--deltas", type=int, default=20, help="one-change deltas applied")
+    parser.add_argument("--load-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_child:
+        load_child(args.load_child)
+        return 0
 
-    print(f"making a signed document of {args.grants} grants…", file=sys.stderr)
-    token, jwks, samples = make_document(args.grants)
-    started = time.perf_counter()
-    client = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(token))
+    print(f"client under test: {CODE} (reads format 2: {READS_FORMAT_2}); making {args.grants} grants…",
+          file=sys.stderr)
+    docs = Documents(args.grants)
+    formats = (1, 2) if READS_FORMAT_2 else (1,)
+    answers = {fmt: docs.full(fmt) for fmt in formats}
+    workdir = Path(tempfile.mkdtemp(prefix="bk-gwcheck-"))
+    loads = {}
+    for fmt in formats:
+        print(f"loading format {fmt} ({len(answers[fmt][0]) / 1e6:.1f} MB) in {args.load_runs} child processes…",
+              file=sys.stderr)
+        loads[fmt] = load_in_child(answers[fmt], docs.jwks, workdir, args.load_runs)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    best = max(formats)
+    client = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]))
     client.poll()
-    load_seconds = time.perf_counter() - started
+    # memos off: a client loaded with every memo at 0 (first sight of every key and host)
+    limits = gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX
+    gateway.WILDCARD_HITS_MAX = gateway.PUBLISHABLE_HITS_MAX = 0
+    cold = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]), key_cache_size=0)
+    cold.poll()
+    if hasattr(cold, "_hosts"):
+        cold._hosts.limit = 0
+    gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
 
-    # Memory: a second client loads the same document under tracemalloc (which slows allocation,
-    # hence the separate timing above); what it still holds after the load is its index.
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    measured = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(token))
-    measured.poll()
-    gc.collect()
-    retained, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    retained -= before
-    peak -= before
-    del measured
-    gc.collect()
-
-    secret = samples["secret"]
-    publishable = samples["publishable"]
-    unknown_keys = [keyformat.generate("bk", "sk") for _ in secret]
-    hosts = [f"https://{host}" for _, host in publishable]
-    wildcard_hosts = [f"https://www.{host.replace('.com', '.net')}" for _, host in publishable]
-    unknown_hosts = [f"https://nobody{i}.example.org" for i in range(len(secret))]
+    step = max(args.grants // 1000, 1)
+    sample = list(range(0, args.grants, step))[:1000]
+    secret = [docs.secret[i] for i in sample]
+    pairs = [(docs.publishable[i], f"https://app{i}.example.com") for i in sample]
+    hosts = [f"https://app{i}.example.com" for i in sample]
+    wildcard_hosts = [f"https://www.app{i}.example.net" for i in sample]
+    unknown_keys = [keyformat.generate("bk", "sk") for _ in sample]
+    unknown_hosts = [f"https://nobody{i}.example.org" for i in sample]
+    every_secret = docs.secret
+    every_origin = [f"https://app{i}.example.com" for i in range(args.grants)]
     assert all(client.check(key=k).allowed for k in secret)
-    assert all(client.check(key=k, origin=o).allowed for (k, _), o in zip(publishable, hosts, strict=True))
+    assert all(client.check(key=k, origin=o).allowed for k, o in pairs)
     assert all(client.check(origin=h).allowed for h in wildcard_hosts)
     assert not any(client.check(key=k).allowed for k in unknown_keys)
 
-    # The floor: one SHA-256 and one lookup in a dict as big as the client's key index.
-    index = dict.fromkeys((hashlib.sha256(keyformat.generate("bk", "sk").encode()).digest()
-                           for _ in range(2 * args.grants)), True)
-    for key in secret:
-        index[hashlib.sha256(key.encode()).digest()] = True
+    # The floors: one SHA-256 and one lookup in a dict as big as the client's key index; one
+    # lookup in a dict of every exact Origin.
+    index = {hashlib.sha256(k.encode()).digest(): True for k in docs.secret + docs.publishable}
+    origins = dict.fromkeys(every_origin, True)
     sha256 = hashlib.sha256
 
     def floor(key: str):
         return index.get(sha256(key.encode()).digest())
 
-    client_index = client._state.by_hash  # the client's own key index, for a floor with its memory layout
+    def origin_floor(origin: str):  # called like floor(): the same Python call overhead
+        return origins.get(origin)
 
-    def floor_on_client_index(key: str):
-        return client_index.get(sha256(key.encode()).digest())
-
-    check = client.check
-    pairs = list(zip([k for k, _ in publishable], hosts, strict=True))
-    # Each case: (function, inputs, key memo on?). The inputs repeat every pass, as a gateway's
-    # callers repeat their keys, so with the memo on a key's checksum and SHA-256 are computed
-    # on its first request only. "first sight" runs the same cases with the memo off: the cost
-    # of a key never seen before (or of every key, with key_cache_size=0).
+    check, check_cold = client.check, cold.check
+    rotation_repeat = max(1, args.repeat * len(secret) // len(every_secret))
     cases = {
-        "floor (sha256 + dict)": (floor, secret, True),
-        "floor on the client's index": (floor_on_client_index, secret, True),
-        "secret key": (lambda k: check(key=k), secret, True),
-        "publishable key + Origin": (lambda pair: check(key=pair[0], origin=pair[1]), pairs, True),
-        "Origin, exact host": (lambda o: check(origin=o), hosts, True),
-        "Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, True),
-        "miss: unknown key": (lambda k: check(key=k), unknown_keys, True),
-        "miss: unknown Origin": (lambda o: check(origin=o), unknown_hosts, True),
-        "first sight: secret key": (lambda k: check(key=k), secret, False),
-        "first sight: publishable key + Origin": (lambda pair: check(key=pair[0], origin=pair[1]), pairs, False),
-        "first sight: unknown key": (lambda k: check(key=k), unknown_keys, False),
-        "first sight: Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, False),
+        "floor: sha256 + dict": (floor, secret, args.repeat),
+        "floor: dict of exact Origins": (origin_floor, hosts, args.repeat),
+        "secret key": (lambda k: check(key=k), secret, args.repeat),
+        "publishable key + Origin": (lambda p: check(key=p[0], origin=p[1]), pairs, args.repeat),
+        "Origin, exact host": (lambda o: check(origin=o), hosts, args.repeat),
+        "Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, args.repeat),
+        "miss: unknown key": (lambda k: check(key=k), unknown_keys, args.repeat),
+        "miss: unknown Origin": (lambda o: check(origin=o), unknown_hosts, args.repeat),
+        "rotation floor: sha256 + dict": (floor, every_secret, rotation_repeat),
+        "rotation: every secret key": (lambda k: check(key=k), every_secret, rotation_repeat),
+        "rotation floor: dict of exact Origins": (origin_floor, every_origin, rotation_repeat),
+        "rotation: every exact Origin": (lambda o: check(origin=o), every_origin, rotation_repeat),
+        "first sight: secret key": (lambda k: check_cold(key=k), secret, args.repeat),
+        "first sight: publishable key + Origin": (lambda p: check_cold(key=p[0], origin=p[1]), pairs, args.repeat),
+        "first sight: unknown key": (lambda k: check_cold(key=k), unknown_keys, args.repeat),
+        "first sight: Origin, wildcard": (lambda o: check_cold(origin=o), wildcard_hosts, args.repeat),
     }
-    limits = client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX
+    for function, inputs, _ in cases.values():  # warm the memos (rotation: one pass fills them)
+        for value in inputs:
+            function(value)
     results: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.rounds):
-        for name, (function, inputs, memo) in cases.items():
-            client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = \
-                limits if memo else (0, 0, 0)
-            for held in (client._digests, client._state.wildcard_hits, client._state.publishable_hits):
-                held.clear()
-            results[name].append(per_second(function, inputs, args.repeat))
-    client.key_cache_size, gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
-    medians = {name: statistics.median(values) for name, values in results.items()}
-    floor_rate = medians["floor (sha256 + dict)"]
+    for round_number in range(args.rounds):
+        print(f"  round {round_number + 1}/{args.rounds}", file=sys.stderr)
+        for name, (function, inputs, repeat) in cases.items():
+            if name.startswith("first sight"):  # the snapshot memos off too (read per call by older clients)
+                gateway.WILDCARD_HITS_MAX = gateway.PUBLISHABLE_HITS_MAX = 0
+            results[name].append(rate(function, inputs, repeat))
+            gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
 
-    print(f"\ngateway check benchmark — {args.grants} grants (2 keys, 2 domains each), Python "
-          f"{sys.version.split()[0]}, median of {args.rounds} rounds × {args.repeat * len(secret)} calls")
-    print(f"load (fetch + verify JWS {len(token) / 1e6:.1f} MB + index): {load_seconds:.2f} s; "
-          f"memory held: {retained / 2**20:.1f} MiB ({retained / args.grants:.0f} B/grant), "
-          f"peak while loading: {peak / 2**20:.1f} MiB")
-    print(f"{'case':38} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}")
-    for name, rate in medians.items():
-        print(f"{name:38} {rate:>12,.0f} {1e9 / rate:>9.0f} {floor_rate / rate:>8.2f}")
-    key_cases = ("secret key", "publishable key + Origin", "miss: unknown key")
-    worst_key = floor_rate / min(medians[name] for name in key_cases)
-    worst_first = floor_rate / min(medians["first sight: " + name.removeprefix("miss: ")]
-                                   for name in (*key_cases, "Origin, wildcard"))
-    print(f"key checks within {worst_key:.2f}x of the floor (goal ≤ 2x: {'met' if worst_key <= 2 else 'MISSED'}); "
-          f"first sight of a key or wildcard host: up to {worst_first:.2f}x")
+    # one-change deltas applied to a client holding the whole list (poll path: verify + apply)
+    delta_seconds = {}
+    for fmt in formats:
+        holder = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[fmt]))
+        holder.poll()
+        deltas = [docs.delta(fmt, args.grants + n + 1, (n * 7919) % args.grants) for n in range(args.deltas)]
+        holder._http = StaticSession(*deltas, deltas[-1])
+        times = []
+        for _ in deltas:
+            started = time.perf_counter()
+            holder.poll()
+            times.append(time.perf_counter() - started)
+        assert holder.version == args.grants + args.deltas
+        delta_seconds[fmt] = times
+        del holder
+
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    key_floor, origin_floor = medians["floor: sha256 + dict"], medians["floor: dict of exact Origins"]
+
+    print(f"\ngateway check benchmark — client of {CODE.name or CODE}, {args.grants} grants (2 keys, 2 domains each), "
+          f"Python {sys.version.split()[0]}, median of {args.rounds} rounds (spread: min–max)")
+    for fmt in formats:
+        figures = loads[fmt]
+        print(f"format {fmt}: {len(answers[fmt][0]) / 1e6:.1f} MB; load (verify + parse + index) "
+              f"{statistics.median(figures['load_s']):.2f} s [{spread(figures['load_s'])}], "
+              f"RSS +{statistics.median(figures['rss_mib']):.0f} MiB [{spread(figures['rss_mib'])}], "
+              f"peak +{statistics.median(figures['peak_mib']):.0f} MiB, with a second full load "
+              f"+{statistics.median(figures['second_peak_mib']):.0f} MiB; one-change delta: median "
+              f"{statistics.median(delta_seconds[fmt]) * 1000:.2f} ms "
+              f"[{spread([t * 1000 for t in delta_seconds[fmt]])}] over {args.deltas}")
+    print(f"{'case':40} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}  spread (x floor)")
+    for name, rate_ in medians.items():
+        floor_rate = origin_floor if "Origin" in name and "key" not in name else key_floor
+        if name.startswith("rotation"):
+            floor_rate = medians["rotation floor: " + ("dict of exact Origins" if "Origin" in name
+                                                       else "sha256 + dict")]
+        ratios = [floor_rate / r for r in results[name]]
+        print(f"{name:40} {rate_:>12,.0f} {1e9 / rate_:>9.0f} {floor_rate / rate_:>8.2f}  {spread(ratios)}")
     return 0
 
 

@@ -48,6 +48,11 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     web.install_sessions(app, runtime)  # BEEKEEPER_SECRET_KEY, else one key shared through the database
 
     app.register_blueprint(health.bp)
+    from bot.allowlist import AllowlistFastPath
+
+    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist);
+    # inside the webhook intake, which stays the outermost layer.
+    app.wsgi_app = AllowlistFastPath(app.wsgi_app, app)
     # POST /webhook is answered before Flask's request handling (see bot.webhooks).
     app.wsgi_app = webhooks.WebhookIntake(app.wsgi_app, runtime)
     app.register_blueprint(web.bp)

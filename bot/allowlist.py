@@ -26,9 +26,11 @@ once per stamp and kept in a small in-process cache (plain, gzip and signed form
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections import OrderedDict
@@ -36,10 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
+import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import func
 from sqlmodel import Session, select
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header, parse_etags
 
 from bot import audit, gateways, signing, versioning
 from bot.clock import isoformat, utcnow
@@ -50,16 +56,27 @@ from bot.models import (
     AllowlistChange,
     AllowlistCounter,
     ApiKey,
-    Gateway,
     Grant,
     GrantDomain,
     GrantStatus,
     SigningKey,
 )
 
+try:  # zstd by Accept-Encoding when the zstandard package is installed (a main dependency)
+    import zstandard
+except ImportError:  # pragma: no cover
+    zstandard = None
+
 MEDIA_JSON = "application/json"
 MEDIA_JOSE = "application/jose"
 SCHEMA_VERSION = 1
+# Format 2: grants as rows under a column header, digests as base64url bytes, signature detached.
+MEDIA_V2 = "application/vnd.beekeeper.allowlist+json"
+CONTENT_TYPE_V2 = MEDIA_V2 + "; format=2"
+FORMAT_2_COLUMNS = {"grants": ["app_id", "tier", "version", "domains", "keys"],
+                    "keys": ["sha256", "kind", "expires_at", "revoked_at"],
+                    "removed": ["app_id", "status", "version"]}
+ENCODING_TAGS = {"gzip": "-gz", "zstd": "-zst"}
 
 
 class DeltaUnavailable(Exception):
@@ -97,14 +114,20 @@ class Stamp:
     window: int  # epoch seconds at which the current half-TTL window began
     epoch: str | None = None  # the allowlist epoch (see ensure_epoch)
 
-    def etag(self, *, signed_by: str | None = None, gzipped: bool = False) -> str:
+    def etag(self, *, signed_by: str | None = None, gzipped: bool = False, fmt: int = 1,
+             encoding: str | None = None) -> str:
+        """One strong ETag per representation: format 1 JSON or JWS, format 2 (`-f2`, with the
+        signer of its detached signature), and the content coding (`-gz`, `-zst`)."""
         tag = f"{self.version}-{self.fingerprint}-{self.window:x}"
         if self.epoch:
             tag += f"-e{self.epoch[:8]}"
-        if signed_by:
+        if fmt == 2:
+            tag += f"-f2-{signed_by[:12]}" if signed_by else "-f2"
+        elif signed_by:
             tag += f"-jws-{signed_by[:12]}"
-        if gzipped:
-            tag += "-gz"
+        encoding = encoding or ("gzip" if gzipped else None)
+        if encoding:
+            tag += ENCODING_TAGS[encoding]
         return f'"{tag}"'
 
 
@@ -187,9 +210,15 @@ def _snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-def _grant_entries(session: Session, grant_ids) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _b64_digest(sha256_hex: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=").decode()
+
+
+def _grant_entries(session: Session, grant_ids, fmt: int = 1) -> tuple[list, list]:
     """(active grants as document entries, revoked grants as tombstones) for the grants selected
-    by the `grant_ids` subquery — three queries whatever the number of grants."""
+    by the `grant_ids` subquery — three queries whatever the number of grants. Format 2: rows of
+    arrays in the order of FORMAT_2_COLUMNS (no key ids, no referrers: a grant's referrer name
+    is its app id), digests as base64url of the raw 32 bytes."""
     grants = session.execute(
         select(Grant.id, Grant.app_id, Grant.tier, Grant.status, Grant.version)
         .where(Grant.id.in_(grant_ids)).order_by(Grant.id)
@@ -206,11 +235,22 @@ def _grant_entries(session: Session, grant_ids) -> tuple[list[dict[str, Any]], l
         select(ApiKey.grant_id, ApiKey.id, ApiKey.kind, ApiKey.sha256, ApiKey.expires_at, ApiKey.revoked_at)
         .where(ApiKey.grant_id.in_(grant_ids)).order_by(ApiKey.grant_id, ApiKey.id)
     ):
-        entry = {"id": key_id, "kind": kind, "sha256": sha256, "expires_at": isoformat(expires_at)}
-        if revoked_at is not None:
-            entry["revoked_at"] = isoformat(revoked_at)
+        if fmt == 2:
+            entry = [_b64_digest(sha256), kind, isoformat(expires_at),
+                     None if revoked_at is None else isoformat(revoked_at)]
+        else:
+            entry = {"id": key_id, "kind": kind, "sha256": sha256, "expires_at": isoformat(expires_at)}
+            if revoked_at is not None:
+                entry["revoked_at"] = isoformat(revoked_at)
         keys.setdefault(grant_id, []).append(entry)
     active, removed = [], []
+    if fmt == 2:
+        for grant_id, app_id, tier, status, version in grants:
+            if status == GrantStatus.ACTIVE:
+                active.append([app_id, tier, version, domains.get(grant_id, []), keys.get(grant_id, [])])
+            else:
+                removed.append([app_id, status, version])
+        return active, removed
     for grant_id, app_id, tier, status, version in grants:
         if status == GrantStatus.ACTIVE:
             active.append({"app_id": app_id, "tier": tier, "status": status, "version": version,
@@ -221,26 +261,31 @@ def _grant_entries(session: Session, grant_ids) -> tuple[list[dict[str, Any]], l
     return active, removed
 
 
-def _header(stamp: Stamp, policy: Policy, generated: datetime, expires: datetime) -> dict[str, Any]:
+def _header(stamp: Stamp, policy: Policy, generated: datetime, expires: datetime, fmt: int = 1) -> dict[str, Any]:
     header = {"schema": SCHEMA_VERSION, "version": stamp.version, "generated_at": isoformat(generated),
               "expires_at": isoformat(expires), "key_prefix": policy.keys.prefix, "tiers": tiers_section(policy)}
     if stamp.epoch:
         header["epoch"] = stamp.epoch
+    if fmt == 2:
+        header["format"] = 2
+        header["columns"] = FORMAT_2_COLUMNS
     return header
 
 
-def _serialise(document: dict[str, Any]) -> bytes:
+def _serialise(document: dict[str, Any], fmt: int = 1) -> bytes:
+    if fmt == 2:
+        return orjson.dumps(document)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def build_full(session: Session, policy: Policy, now: datetime | None = None) -> tuple[Stamp, bytes]:
-    """The whole allowlist: every active grant. Returns its stamp and its JSON bytes."""
+def build_full(session: Session, policy: Policy, now: datetime | None = None, fmt: int = 1) -> tuple[Stamp, bytes]:
+    """The whole allowlist: every active grant. Returns its stamp and its JSON bytes (format `fmt`)."""
     _snapshot(session)
     stamp = stamp_for(versioning.current_version(session), policy, now, epoch=current_epoch(session))
     generated, expires = _times(session, stamp, policy.allowlist.ttl_seconds)
     active_ids = select(Grant.id).where(Grant.status == GrantStatus.ACTIVE)
-    grants, _ = _grant_entries(session, active_ids)
-    return stamp, _serialise({**_header(stamp, policy, generated, expires), "grants": grants})
+    grants, _ = _grant_entries(session, active_ids, fmt)
+    return stamp, _serialise({**_header(stamp, policy, generated, expires, fmt), "grants": grants}, fmt)
 
 
 def oldest_answerable_since(session: Session, policy: Policy, version: int) -> int:
@@ -251,7 +296,8 @@ def oldest_answerable_since(session: Session, policy: Policy, version: int) -> i
     return max(by_policy, by_log)
 
 
-def build_delta(session: Session, policy: Policy, since: int, now: datetime | None = None) -> tuple[Stamp, bytes]:
+def build_delta(session: Session, policy: Policy, since: int, now: datetime | None = None,
+                fmt: int = 1) -> tuple[Stamp, bytes]:
     """Grants changed after `since`: upserts (their whole current state) and tombstones.
     Raises DeltaUnavailable when `since` is ahead of the list or older than the history kept."""
     _snapshot(session)
@@ -267,9 +313,9 @@ def build_delta(session: Session, policy: Policy, since: int, now: datetime | No
     generated, expires = _times(session, stamp, policy.allowlist.ttl_seconds)
     changed_ids = (select(AllowlistChange.grant_id)
                    .where(AllowlistChange.version > since, AllowlistChange.version <= version).distinct())
-    grants, removed = _grant_entries(session, changed_ids) if since < version else ([], [])
-    return stamp, _serialise({**_header(stamp, policy, generated, expires), "since": since, "grants": grants,
-                              "removed": removed})
+    grants, removed = _grant_entries(session, changed_ids, fmt) if since < version else ([], [])
+    return stamp, _serialise({**_header(stamp, policy, generated, expires, fmt), "since": since, "grants": grants,
+                              "removed": removed}, fmt)
 
 
 def current_stamp(session: Session, policy: Policy, fingerprint: str | None = None) -> Stamp:
@@ -350,6 +396,16 @@ def gzip_bytes(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=5, mtime=0)
 
 
+def zstd_bytes(body: bytes) -> bytes:
+    # Level 6: a 21 MB format 2 document in about a tenth of gzip's time, and smaller; the same
+    # bytes in every process (no dictionary, no threads), as a strong ETag promises.
+    return zstandard.ZstdCompressor(level=6, write_content_size=True).compress(body)
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    return zstd_bytes(body) if encoding == "zstd" else gzip_bytes(body)
+
+
 # --------------------------------------------------------------------------------------------
 # The web API: /v1/allowlist, /v1/allowlist.jws, /.well-known/jwks.json, /openapi.json
 # --------------------------------------------------------------------------------------------
@@ -385,36 +441,67 @@ def _state() -> ServingState:
     return current_app.extensions["beekeeper_allowlist"]
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> Response:
-    response = jsonify(error=code, message=message, **extra)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
+# The gateway credential is checked (and the version, signer and epoch read) by one statement on
+# a pooled DBAPI connection: no ORM session or query object per poll. PostgreSQL prepares it
+# server-side after a few executions on a connection (psycopg's prepare_threshold); SQLite keeps
+# it compiled in the connection's statement cache.
+_AUTH_SQL = ("SELECT g.id, g.name, (SELECT c.version FROM allowlist_counter c WHERE c.id = 1), "
+             "(SELECT k.kid FROM signing_key k WHERE k.active ORDER BY k.id DESC LIMIT 1), "
+             "(SELECT c.epoch FROM allowlist_counter c WHERE c.id = 1) "
+             "FROM gateway g WHERE g.sha256 = {mark} AND g.revoked_at IS NULL")
 
 
-def _unauthorized(message: str) -> Response:
-    ALLOWLIST_PULLS.labels(gateway="-", outcome="unauthorized").inc()
-    response = _error(401, "unauthorized", message)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="beekeeper-allowlist"'
-    return response
+class CredentialLookup:
+    """`(gateway id, name, current version, signer kid, epoch)` for a credential digest, or None."""
 
+    def __init__(self, engine):
+        from bot.db import intake_engine
 
-def _wants_jose() -> bool:
-    return request.accept_mimetypes.best_match([MEDIA_JSON, MEDIA_JOSE], default=MEDIA_JSON) == MEDIA_JOSE
+        self.source = engine
+        self.engine = intake_engine(engine)  # PostgreSQL: autocommit, so a read is one round trip
+        self.sql = _AUTH_SQL.format(mark="?" if self.engine.dialect.paramstyle == "qmark" else "%s")
+        self.pid = os.getpid()
+        self.dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        self.statements = 0  # statements sent (tests count them: SQLAlchemy's events do not see these)
+
+    def __call__(self, digest: str) -> tuple[int, str, int, str | None, str | None] | None:
+        if self.pid != os.getpid():  # forked: the parent's pooled connections are not ours
+            self.engine.dispose(close=False)
+            self.pid = os.getpid()
+        for attempt in (1, 2):
+            pooled = self.engine.raw_connection()
+            try:
+                cursor = pooled.driver_connection.cursor()
+                try:
+                    self.statements += 1
+                    cursor.execute(self.sql, (digest,))
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+                return tuple(row) if row else None
+            except self.dbapi_error:
+                pooled.invalidate()  # a connection the server closed: once more, on a fresh one
+                if attempt == 2:
+                    raise
+            finally:
+                pooled.close()
+        return None  # pragma: no cover
 
 
 def _authenticate(engine, digest: str) -> tuple[int, str, int, str | None, str | None] | None:
     """(gateway id, name, current version, signer kid, epoch) in one query, or None for a bad credential."""
-    version = select(AllowlistCounter.version).where(AllowlistCounter.id == 1).scalar_subquery()
-    epoch = select(AllowlistCounter.epoch).where(AllowlistCounter.id == 1).scalar_subquery()
-    kid = (select(SigningKey.kid).where(SigningKey.active == True)  # noqa: E712
-           .order_by(SigningKey.id.desc()).limit(1).scalar_subquery())
-    with Session(engine) as session:
-        row = session.execute(
-            select(Gateway.id, Gateway.name, version, kid, epoch)
-            .where(Gateway.sha256 == digest, Gateway.revoked_at == None)  # noqa: E711
-        ).first()
-    return tuple(row) if row else None
+    return _lookup_for(engine)(digest)
+
+
+_lookups: dict[int, CredentialLookup] = {}
+
+
+def _lookup_for(engine) -> CredentialLookup:
+    """One CredentialLookup per engine (the process's engines live as long as it does)."""
+    lookup = _lookups.get(id(engine))
+    if lookup is None or lookup.source is not engine:
+        lookup = _lookups[id(engine)] = CredentialLookup(engine)
+    return lookup
 
 
 def _ensure_kid(engine) -> str:
@@ -424,95 +511,236 @@ def _ensure_kid(engine) -> str:
         return key.kid
 
 
-def _build(engine, policy: Policy, since: int | None) -> tuple[tuple, bytes]:
+def _build(engine, policy: Policy, since: int | None, fmt: int = 1) -> tuple[tuple, bytes]:
     with Session(engine) as session:
         if since is None:
-            stamp, body = build_full(session, policy)
+            stamp, body = build_full(session, policy, fmt=fmt)
         else:
-            stamp, body = build_delta(session, policy, since)
+            stamp, body = build_delta(session, policy, since, fmt=fmt)
         session.rollback()  # read only
-    return ("json", stamp, since), body
+    return ("json", stamp, since, fmt), body
+
+
+def _signing_key(engine, kid: str) -> SigningKey:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(select(SigningKey).where(SigningKey.kid == kid)).one()
 
 
 def _representation(state: ServingState, engine, policy: Policy, stamp: Stamp, since: int | None,
-                    kid: str | None, gzipped: bool) -> tuple[Stamp, bytes]:
-    """The document bytes for this stamp: JSON, signed (JWS by `kid`) and/or gzip-encoded."""
-    (_, stamp, _), body = state.cache.get_or_build(("json", stamp, since), lambda: _build(engine, policy, since))
+                    kid: str | None, gzipped: bool = False, fmt: int = 1,
+                    encoding: str | None = None, build: bool = True) -> tuple[Stamp, bytes, bytes | None] | None:
+    """(stamp, body, detached signature) for this stamp: JSON, signed (JWS by `kid`, format 1;
+    a detached signature by `kid`, format 2) and/or compressed. With `build=False`, None when
+    any part is not in the cache yet (the caller hands the request to the building path)."""
+    encoding = encoding or ("gzip" if gzipped else None)
+    cache = state.cache
+    if not build:
+        body = cache.get(("json", stamp, since, fmt))
+        if body is None:
+            return None
+        signature = None
+        if fmt == 2 and kid is not None:
+            signature = cache.get(("sig", stamp, since, kid))
+            if signature is None:
+                return None
+        elif kid is not None:
+            body = cache.get(("jws", stamp, since, kid))
+        if body is not None and encoding:
+            body = cache.get((encoding, stamp, since, fmt, kid))
+        return None if body is None else (stamp, body, signature)
+    (_, stamp, _, _), body = cache.get_or_build(("json", stamp, since, fmt),
+                                                lambda: _build(engine, policy, since, fmt))
+    signature = None
     if kid is not None:
         json_body = body
-
-        def sign() -> tuple[tuple, bytes]:
-            with Session(engine) as session:
-                key = session.exec(select(SigningKey).where(SigningKey.kid == kid)).one()
-                return ("jws", stamp, since, kid), signing.sign(json_body, key)
-
-        _, body = state.cache.get_or_build(("jws", stamp, since, kid), sign)
-    if gzipped:
+        if fmt == 2:
+            _, signature = cache.get_or_build(("sig", stamp, since, kid), lambda: (
+                ("sig", stamp, since, kid), signing.sign_detached(json_body, _signing_key(engine, kid))))
+        else:
+            _, body = cache.get_or_build(("jws", stamp, since, kid), lambda: (
+                ("jws", stamp, since, kid), signing.sign(json_body, _signing_key(engine, kid))))
+    if encoding:
         plain = body
-        _, body = state.cache.get_or_build(("gz", stamp, since, kid),
-                                           lambda: (("gz", stamp, since, kid), gzip_bytes(plain)))
-    return stamp, body
+        _, body = cache.get_or_build((encoding, stamp, since, fmt, kid),
+                                     lambda: ((encoding, stamp, since, fmt, kid), compress(plain, encoding)))
+    return stamp, body, signature
 
 
-def _serve(signed: bool) -> Response:
-    runtime = current_app.extensions["beekeeper"]
-    policy, engine, state = runtime.policy, runtime.engine, _state()
+@dataclass(frozen=True)
+class Ask:
+    """What a poll asks for, read from the request (by Flask or by the WSGI fast path alike)."""
+
+    jws_path: bool  # /v1/allowlist.jws
+    since: str | None  # the raw `since` query value
+    format: str | None  # the raw `format` query value
+    accept: str
+    accept_encoding: str
+    authorization: str | None
+    if_none_match: str | None
+
+
+_negotiated: dict[tuple[str, str], tuple[int, bool, str | None]] = {}
+
+
+def negotiate(accept: str, accept_encoding: str) -> tuple[int, bool, str | None]:
+    """(format, wants a format 1 JWS, content coding) for these two headers; remembered, since
+    a gateway sends the same two headers on every poll."""
+    found = _negotiated.get((accept, accept_encoding))
+    if found is not None:
+        return found
+    accepted = parse_accept_header(accept, MIMEAccept)
+    fmt = 1
+    for value, quality in accepted:
+        media, _, params = value.partition(";")
+        if media.strip().lower() == MEDIA_V2 and quality > 0 and "format=2" in params.replace(" ", "").lower():
+            fmt = 2
+    if fmt == 1 and MEDIA_V2 in accept.lower() and "format=2" in accept.replace(" ", "").lower():
+        fmt = 2  # a parameter werkzeug folded into the media value
+    jose = accepted.best_match([MEDIA_JSON, MEDIA_JOSE], default=MEDIA_JSON) == MEDIA_JOSE
+    codings = parse_accept_header(accept_encoding)
+    choices = [(codings["zstd"], 1, "zstd")] if zstandard is not None else []
+    choices.append((codings["gzip"], 0, "gzip"))
+    quality, _, coding = max(choices)
+    found = (fmt, jose, coding if quality > 0 else None)
+    if len(_negotiated) >= 256:
+        _negotiated.clear()
+    _negotiated[(accept, accept_encoding)] = found
+    return found
+
+
+def _json_answer(status: int, content: dict[str, Any], extra: list[tuple[str, str]] = ()) -> tuple:
+    body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS) + b"\n"
+    return status, [("Content-Type", MEDIA_JSON), ("Cache-Control", "no-store"), *extra], body
+
+
+def _serve_ask(runtime, state: ServingState, ask: Ask, build: bool = True) -> tuple | None:
+    """(status, headers, body) for a poll; None when `build` is False and the answer is not in
+    the cache yet. The same answer whichever layer asks (Flask view or WSGI fast path)."""
+    policy, engine = runtime.policy, runtime.engine
     since: int | None = None
-    if "since" in request.args:
-        raw = request.args["since"].strip()
+    if ask.since is not None:
+        raw = ask.since.strip()
         if not raw.isdigit() or len(raw) > 18:
-            return _error(400, "bad_since", "since must be a version number (a non-negative integer)")
+            return _json_answer(400, {"error": "bad_since",
+                                      "message": "since must be a version number (a non-negative integer)"})
         since = int(raw)
-    digest = gateways.credential_hash(request.headers.get("Authorization"), policy.keys.prefix)
+    if ask.format is not None and ask.format.strip() not in ("1", "2"):
+        return _json_answer(400, {"error": "bad_format", "message": "format must be 1 or 2"})
+    fmt, jose, encoding = negotiate(ask.accept, ask.accept_encoding)
+    if ask.format is not None:
+        fmt = int(ask.format.strip())
+    if ask.jws_path:
+        fmt = 1  # /v1/allowlist.jws is the format 1 compact JWS, always
+    signed = ask.jws_path or jose or fmt == 2
+    digest = gateways.credential_hash(ask.authorization, policy.keys.prefix)
     if digest is None:
-        return _unauthorized("send the gateway credential as `Authorization: Bearer <prefix>_gw_…`")
+        return _unauthorized_answer("send the gateway credential as `Authorization: Bearer <prefix>_gw_…`")
     found = _authenticate(engine, digest)
     if found is None:
-        return _unauthorized("unknown or revoked gateway credential")
+        return _unauthorized_answer("unknown or revoked gateway credential")
     gateway_id, gateway_name, version, kid, epoch = found
     if signed and kid is None:
+        if not build:
+            return None
         kid = _ensure_kid(engine)
     kid = kid if signed else None
-    gzipped = request.accept_encodings["gzip"] > 0
     stamp = stamp_for(version or 0, policy, fingerprint=state.fingerprint, epoch=epoch)
-    etag = stamp.etag(signed_by=kid, gzipped=gzipped)
-    if request.if_none_match.contains_weak(etag.strip('"')):
+    etag = stamp.etag(signed_by=kid, fmt=fmt, encoding=encoding)
+    if ask.if_none_match and parse_etags(ask.if_none_match).contains_weak(etag.strip('"')):
         # The gateway holds this very stamp: no document is built or even looked up.
         state.pulls.record(gateway_id, stamp.version)
         ALLOWLIST_PULLS.labels(gateway=gateway_name, outcome="not_modified").inc()
-        return _headers(Response(status=304), etag, stamp)
+        return 304, _headers_for(etag, stamp), b""
     try:
-        stamp, body = _representation(state, engine, policy, stamp, since, kid, gzipped)
+        found = _representation(state, engine, policy, stamp, since, kid, fmt=fmt, encoding=encoding, build=build)
     except DeltaUnavailable as exc:
         state.pulls.record(gateway_id, None)
         ALLOWLIST_PULLS.labels(gateway=gateway_name, outcome="gone").inc()
-        return _error(410, "since_too_old", str(exc), version=exc.version, oldest_since=exc.oldest_since,
-                      hint="GET /v1/allowlist without `since` for the full list")
+        return _json_answer(410, {"error": "since_too_old", "message": str(exc), "version": exc.version,
+                                  "oldest_since": exc.oldest_since,
+                                  "hint": "GET /v1/allowlist without `since` for the full list"})
+    if found is None:
+        return None
+    stamp, body, signature = found
     state.pulls.record(gateway_id, stamp.version)
     ALLOWLIST_PULLS.labels(gateway=gateway_name, outcome="delta" if since is not None else "full").inc()
-    response = Response(body, status=200, mimetype=MEDIA_JOSE if kid else MEDIA_JSON)
-    if gzipped:
-        response.headers["Content-Encoding"] = "gzip"
-    return _headers(response, stamp.etag(signed_by=kid, gzipped=gzipped), stamp)
+    media = CONTENT_TYPE_V2 if fmt == 2 else MEDIA_JOSE if kid else MEDIA_JSON
+    headers = [("Content-Type", media), *_headers_for(stamp.etag(signed_by=kid, fmt=fmt, encoding=encoding), stamp)]
+    if encoding:
+        headers.append(("Content-Encoding", encoding))
+    if signature is not None:
+        headers.append((signing.DETACHED_HEADER, signature.decode()))
+    return 200, headers, body
 
 
-def _headers(response: Response, etag: str, stamp: Stamp) -> Response:
-    response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers["Vary"] = VARY
-    response.headers["X-Allowlist-Version"] = str(stamp.version)
+def _unauthorized_answer(message: str) -> tuple:
+    ALLOWLIST_PULLS.labels(gateway="-", outcome="unauthorized").inc()
+    return _json_answer(401, {"error": "unauthorized", "message": message},
+                        [("WWW-Authenticate", 'Bearer realm="beekeeper-allowlist"')])
+
+
+def _serve(jws_path: bool) -> Response:
+    runtime = current_app.extensions["beekeeper"]
+    ask = Ask(jws_path=jws_path, since=request.args.get("since"),
+              format=request.args.get("format"), accept=request.headers.get("Accept", ""),
+              accept_encoding=request.headers.get("Accept-Encoding", ""),
+              authorization=request.headers.get("Authorization"), if_none_match=request.headers.get("If-None-Match"))
+    status, headers, body = _serve_ask(runtime, _state(), ask)
+    response = Response(body, status=status)
+    for name, value in headers:
+        response.headers[name] = value
     return response
+
+
+def _headers_for(etag: str, stamp: Stamp) -> list[tuple[str, str]]:
+    return [("ETag", etag), ("Cache-Control", CACHE_CONTROL), ("Vary", VARY),
+            ("X-Allowlist-Version", str(stamp.version))]
+
+
+_STATUS_LINES = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 401: "401 Unauthorized",
+                 410: "410 Gone"}
+PATHS = {"/v1/allowlist": False, "/v1/allowlist.jws": True}
+
+
+class AllowlistFastPath:
+    """WSGI layer in front of the Flask app (as bot.webhooks.WebhookIntake): a gateway poll
+    whose answer needs no building — a 304, an error, or a document (full or delta, plain or
+    compressed, signed) already serialised for this version — is answered here, without
+    Flask's routing, request context or response object. Anything else goes on to Flask, whose
+    view builds the answer the same way (`_serve_ask`) and caches it for the next poll."""
+
+    def __init__(self, wsgi_app: Callable, flask_app):
+        self.wsgi_app = wsgi_app
+        self.flask_app = flask_app
+
+    def __call__(self, environ: dict, start_response: Callable):
+        jws_path = PATHS.get(environ.get("PATH_INFO"))
+        if jws_path is None or environ.get("REQUEST_METHOD") != "GET":
+            return self.wsgi_app(environ, start_response)
+        query = environ.get("QUERY_STRING", "")
+        args = parse_qs(query, keep_blank_values=True) if query else {}
+        ask = Ask(jws_path=jws_path, since=args["since"][0] if "since" in args else None,
+                  format=args["format"][0] if "format" in args else None, accept=environ.get("HTTP_ACCEPT", ""),
+                  accept_encoding=environ.get("HTTP_ACCEPT_ENCODING", ""),
+                  authorization=environ.get("HTTP_AUTHORIZATION"), if_none_match=environ.get("HTTP_IF_NONE_MATCH"))
+        state = self.flask_app.extensions.get("beekeeper_allowlist")
+        answer = _serve_ask(self.flask_app.extensions["beekeeper"], state, ask, build=False) if state else None
+        if answer is None:
+            return self.wsgi_app(environ, start_response)
+        status, headers, body = answer
+        start_response(_STATUS_LINES[status], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
 
 @bp.get("/v1/allowlist")
 def allowlist_document():
-    """JSON by default; a compact JWS when the gateway asks `Accept: application/jose`."""
-    return _serve(signed=_wants_jose())
+    """JSON by default; a compact JWS with `Accept: application/jose`; format 2 on request (Ask, negotiate)."""
+    return _serve(jws_path=False)
 
 
 @bp.get("/v1/allowlist.jws")
 def allowlist_signed():
-    return _serve(signed=True)
+    return _serve(jws_path=True)
 
 
 @bp.get("/.well-known/jwks.json")

@@ -26,7 +26,7 @@ from sqlmodel import SQLModel
 
 from bot import migrate
 from bot.config import normalize_database_url
-from bot.db import is_sqlite, make_engine
+from bot.db import is_sqlite, make_engine, refresh_statistics
 
 # Rows the initial migration inserts itself: present in a freshly migrated, "empty" database.
 SEEDED_ROWS = {"allowlist_counter": [{"id": 1, "version": 0, "epoch": None}]}  # epoch: migration 0003g
@@ -223,6 +223,10 @@ def copy_database(source: Engine, target_url: str, *, batch: int = 1000,
                     result.tables.append(TableCopy(table.name, copied.rows, copied.hexdigest))
                 if target.dialect.name == "postgresql":
                     _reset_sequences(dst)
+        try:  # a bulk load: the planner must not see empty tables (issue 18)
+            refresh_statistics(target)
+        except SQLAlchemyError as exc:  # the copy is committed and verified; statistics come later
+            say(f"copied, but the planner statistics could not be refreshed ({type(exc).__name__}): run ANALYZE")
     except SQLAlchemyError as exc:
         raise CopyError(f"copy failed, nothing was committed: {str(exc).splitlines()[0][:300]}") from exc
     finally:

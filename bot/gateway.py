@@ -23,7 +23,11 @@ What it guarantees:
   JWKS served next to the document says;
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
-* keys: the checksum is verified first (`bot.keyformat`), then the SHA-256 is looked up;
+* documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
+  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson; a delta changes
+  only the entries of the grants it names (O(change)), each by one dict assignment;
+* keys: the SHA-256 is looked up first; only a digest the list does not hold has its checksum
+  verified (`bot.keyformat`), to tell "malformed key" from "unknown key";
   revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
   app id, matched by equality, never read as a URL) and an Origin only count when the host of the
   request's Origin HEADER (else its Referer HEADER) is one of the grant's domains —
@@ -61,10 +65,25 @@ import requests
 
 from bot import keyformat
 
+try:  # orjson parses a 20-40 MB document 2-3x faster than json (a main dependency of the bot)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+try:  # zstd-encoded documents when the zstandard package is installed
+    import zstandard as _zstandard
+except ImportError:  # pragma: no cover
+    _zstandard = None
+
 log = logging.getLogger("beekeeper.gateway")
 
 DOCUMENT_TYPE = "beekeeper-allowlist+json"  # the JWS `typ` the bot signs with (bot.signing)
 ALGORITHMS = ["EdDSA"]
+# Format 2 (bot.allowlist): plain JSON bytes, signed by a detached JWS with an unencoded payload
+# (RFC 7797) in this response header. Asked for first; an older bot answers a format 1 JWS.
+SIGNATURE_HEADER = "X-Allowlist-Signature"
+ACCEPT = "application/vnd.beekeeper.allowlist+json;format=2, application/jose;q=0.5"
+ACCEPT_ENCODING = "zstd, gzip" if _zstandard is not None else "gzip"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 UPDATED = "updated"
 NOT_MODIFIED = "not-modified"
@@ -249,8 +268,7 @@ def decision_table_markdown() -> str:
 _HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
 
 
-@lru_cache(maxsize=8192)
-def host_of(value: str) -> str | None:
+def _host_of(value: str) -> str | None:
     """The normalised host (lowercase punycode, no port, no trailing dot) of an Origin value, a
     Referer URL or a bare host name; None when there is none or it is not a valid host name."""
     value = value.strip()
@@ -279,6 +297,9 @@ def host_of(value: str) -> str | None:
     if len(host) > 253 or not _HOST.fullmatch(host):
         return None
     return host
+
+
+host_of = lru_cache(maxsize=8192)(_host_of)  # for callers outside the client (it keeps its own memo)
 
 
 def host_matches(host: str, domains: Iterable[str]) -> bool:
@@ -389,29 +410,62 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcard
-PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot remembers as allowed
+WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcard (at least; or one per grant)
+PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot remembers (at least; or one per key)
+KEY_MEMO_MIN = 65_536  # keys whose digest the client remembers (at least; or one per listed key)
+HOST_MEMO_MIN = 8_192  # Origin/Referer values whose host the client remembers (at least; or two per grant)
 
 
-def _remember(memo: dict, key, value, limit: int) -> None:
-    """Put `key` in a bounded memo. Bounded without bookkeeping on the hot path: the memo
-    starts afresh when full, so a flood of made-up input costs no more than no memo at all."""
-    if len(memo) >= limit:
-        memo.clear()
-        if not limit:
-            return
-    memo[key] = value
+class _TwoGenerations(dict):
+    """A bounded memo without bookkeeping on the hot path: readers look in the memo itself (a
+    dict); a miss there looks in `old` (`recall`), which moves a hit back. When the memo is
+    full its entries become `old` (the previous `old` is dropped) and it starts afresh. So what
+    was used within the last `limit` insertions stays, a flood of made-up input only ages the
+    memo out (never costs more than no memo), and no entry carries a timestamp or a link.
+    Safe without a lock: a race loses at most an entry."""
+
+    __slots__ = ("old", "limit")
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.old: dict = {}
+        self.limit = limit
+
+    def recall(self, key):
+        """The value in `old` (moved back), else None; call after a miss in the memo itself."""
+        value = self.old.get(key)
+        if value is not None:
+            self.put(key, value)
+        return value
+
+    def put(self, key, value) -> None:
+        if len(self) >= self.limit:
+            if not self.limit:
+                return
+            self.old = dict(self)  # O(limit) once per `limit` insertions
+            dict.clear(self)
+        self[key] = value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.old = {}
 
 
 class _Snapshot:
-    """Indexes of one allowlist version: key hash → key, host → grant, wildcard base → grant,
-    referrer name → grant. The indexes never change once built (a delta builds the next
-    snapshot); only `wildcard_hits` and `publishable_hits`, memos of this snapshot's own
-    answers, fill up."""
+    """Indexes of one allowlist version: key hash → key, host → grant, exact Origin → grant,
+    wildcard base → grant, referrer name → grant.
+
+    A full document builds new indexes. A delta (same tiers) is applied in O(change): the new
+    snapshot takes over the held one's indexes and changes only the entries of the grants the
+    delta names. Each entry is replaced by one dict assignment (new entries are written before
+    stale ones are deleted), so a check() running on another thread during the poll sees every
+    key, host and name either as before or as after, never missing; the snapshot's own header
+    (version, expiry) switches at the one assignment of `client._state`. The memos of answers
+    (`wildcard_hits`, `publishable_hits`) belong to one snapshot and start empty in the next."""
 
     __slots__ = ("version", "epoch", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
-                 "by_host", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
-                 "publishable_hits")
+                 "by_host", "by_origin", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
+                 "publishable_hits", "key_count")
 
     def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
         self.version = doc["version"]
@@ -422,34 +476,40 @@ class _Snapshot:
         self.key_length = len(self.prefix) + 4 + keyformat.RANDOM_LENGTH + keyformat.CHECKSUM_LENGTH
         self.tiers_raw = doc["tiers"]
         self.tiers = {name: _Tier(name, t["limits"]) for name, t in doc["tiers"].items()}
-        self.wildcard_hits: dict[str, _Grant] = {}  # host → grant found under a wildcard, in this snapshot
-        self.publishable_hits: dict[tuple[_Key, str], Decision] = {}  # (key, Origin) → allowing Decision
         # A lower bound of the dots in any wildcard base (removals leave it low, still a bound).
         self.suffix_dots = base.suffix_dots if base is not None else 255
+        upserts, removed = _read_grants(doc, self.tiers)  # everything parsed before anything changes
         if base is None:
-            self.grants, self.by_hash, self.by_host, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
+            self.grants, self.by_hash, self.by_host, self.by_origin, self.by_suffix, self.by_name = \
+                {}, {}, {}, {}, {}, {}
+            self.key_count = 0
         elif base.tiers_raw != self.tiers_raw:  # tiers changed: every grant's limits may have
-            self.grants, self.by_hash, self.by_host, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
+            self.grants, self.by_hash, self.by_host, self.by_origin, self.by_suffix, self.by_name = \
+                {}, {}, {}, {}, {}, {}
+            self.key_count = 0
             for grant in base.grants.values():
                 self._add(self._regrant(grant))
-        else:
-            self.grants, self.by_hash = dict(base.grants), dict(base.by_hash)
-            self.by_host, self.by_suffix, self.by_name = dict(base.by_host), dict(base.by_suffix), dict(base.by_name)
-        for tombstone in doc.get("removed", ()):
-            self._remove(tombstone["app_id"])
-        for entry in doc["grants"]:
-            self._remove(entry["app_id"])
-            self._add(self._grant(entry))
-
-    def _grant(self, entry: dict[str, Any]) -> _Grant:
-        grant = _Grant(entry["app_id"], self.tiers.get(entry["tier"]), entry["version"],
-                       tuple(entry["domains"]), tuple(entry["referrers"]))
-        grant.keys = tuple(
-            _Key(bytes.fromhex(k["sha256"]), grant, k["kind"] == "publishable", _timestamp(k.get("expires_at")),
-                 k.get("revoked_at") is not None)
-            for k in entry["keys"]
-        )
-        return grant
+        else:  # in place, O(change): see the class docstring
+            self.grants, self.by_hash, self.by_host = base.grants, base.by_hash, base.by_host
+            self.by_origin, self.by_suffix, self.by_name = base.by_origin, base.by_suffix, base.by_name
+            self.key_count = base.key_count
+        replaced = []
+        for grant in upserts:
+            old = self.grants.get(grant.app_id)
+            self._add(grant)  # new entries first: nothing is ever missing in between
+            if old is not None and old is not grant:
+                replaced.append(old)
+        listed = {grant.app_id for grant in upserts}
+        for app_id in removed:
+            old = self.grants.get(app_id)
+            if old is not None and app_id not in listed:
+                del self.grants[app_id]
+                replaced.append(old)
+        for old in replaced:
+            self._forget(old)
+        # Memos of this snapshot's answers, sized to the list (hosts by grant, pairs by key).
+        self.wildcard_hits = _TwoGenerations(_memo_size(WILDCARD_HITS_MAX, len(self.grants)))
+        self.publishable_hits = _TwoGenerations(_memo_size(PUBLISHABLE_HITS_MAX, self.key_count))
 
     def _regrant(self, old: _Grant) -> _Grant:
         grant = _Grant(old.app_id, self.tiers.get(old.tier.name if old.tier else ""), old.version, old.domains,
@@ -459,25 +519,31 @@ class _Snapshot:
 
     def _add(self, grant: _Grant) -> None:
         self.grants[grant.app_id] = grant
+        self.key_count += len(grant.keys)
         for key in grant.keys:
             self.by_hash[key.digest] = key
         for host in grant.hosts:
             self.by_host[host] = grant
+            self.by_origin["https://" + host] = grant
         for suffix in grant.suffixes:
             self.by_suffix[suffix] = grant
             self.suffix_dots = min(self.suffix_dots, suffix.count("."))
         for name in grant.names:
             self.by_name[name] = grant
 
-    def _remove(self, app_id: str) -> None:
-        grant = self.grants.pop(app_id, None)
-        if grant is None:
-            return
+    def _forget(self, grant: _Grant) -> None:
+        """Delete the index entries that still point at `grant` (one that was replaced or removed)."""
+        self.key_count -= len(grant.keys)
         for key in grant.keys:
             if self.by_hash.get(key.digest) is key:
                 del self.by_hash[key.digest]
-        for index, values in ((self.by_host, grant.hosts), (self.by_suffix, grant.suffixes),
-                              (self.by_name, grant.names)):
+        for host in grant.hosts:
+            if self.by_host.get(host) is grant:
+                del self.by_host[host]
+            origin = "https://" + host
+            if self.by_origin.get(origin) is grant:
+                del self.by_origin[origin]
+        for index, values in ((self.by_suffix, grant.suffixes), (self.by_name, grant.names)):
             for value in values:
                 if index.get(value) is grant:
                     del index[value]
@@ -488,11 +554,11 @@ class _Snapshot:
         when the key never expires (nothing about it can change within this snapshot), so
         check() answers the next request from that origin without normalising it again."""
         grant = key.grant
-        if not grant.serves(host):
+        if host is not None and not grant.serves(host):  # None: an exact Origin of the grant's
             return ORIGIN_NOT_ALLOWED
         decision = grant.allow(ALLOWED_PUBLISHABLE_KEY)
         if origin and key.expires is None:
-            _remember(self.publishable_hits, (key, origin), decision, PUBLISHABLE_HITS_MAX)
+            self.publishable_hits.put((key, origin), decision)
         return decision
 
     def grant_for_host(self, host: str) -> _Grant | None:
@@ -505,7 +571,8 @@ class _Snapshot:
         by_suffix = self.by_suffix
         if not by_suffix:
             return None
-        grant = self.wildcard_hits.get(host)
+        hits = self.wildcard_hits
+        grant = hits.get(host) or hits.recall(host)
         if grant is not None:
             return grant
         dots = host.count(".") - 1  # in the first parent domain
@@ -516,11 +583,54 @@ class _Snapshot:
             if grant is not None:
                 # Remembered for this snapshot (browsers repeat their hosts). Misses are not
                 # remembered: made-up hosts cannot fill it.
-                _remember(self.wildcard_hits, host, grant, WILDCARD_HITS_MAX)
+                hits.put(host, grant)
                 return grant
             index = host.find(".", index + 1)
             dots -= 1
         return None
+
+
+def _memo_size(floor: int, count: int) -> int:
+    """A memo's size: the held list's size, at least `floor` (0 turns the memo off)."""
+    return max(floor, count) if floor else 0
+
+
+def _columns(doc: dict[str, Any], table: str, wanted: tuple[str, ...]) -> tuple[int, ...]:
+    names = doc["columns"][table]
+    return tuple(names.index(name) for name in wanted)
+
+
+def _read_grants(doc: dict[str, Any], tiers: dict[str, _Tier]) -> tuple[list[_Grant], list[str]]:
+    """(the grants a document lists, the app ids of its tombstones), from format 1 (objects) or
+    format 2 (rows under `columns`). Only what check() reads is built."""
+    upserts: list[_Grant] = []
+    if doc.get("format") == 2:
+        a, t, v, d, k = _columns(doc, "grants", ("app_id", "tier", "version", "domains", "keys"))
+        h, kind, e, r = _columns(doc, "keys", ("sha256", "kind", "expires_at", "revoked_at"))
+        decode = base64.urlsafe_b64decode
+        for row in doc["grants"]:
+            app_id = row[a]
+            grant = _Grant(app_id, tiers.get(row[t]), row[v], tuple(row[d]), (app_id,))
+            grant.keys = tuple(
+                _Key(decode(key[h] + "="), grant, key[kind] == "publishable", _timestamp(key[e]),
+                     key[r] is not None)
+                for key in row[k]
+            )
+            if any(len(key.digest) != 32 for key in grant.keys):
+                raise ValueError(f"grant {app_id!r}: a key digest is not 32 bytes")
+            upserts.append(grant)
+        (ra,) = _columns(doc, "removed", ("app_id",)) if doc.get("removed") else (0,)
+        return upserts, [row[ra] for row in doc.get("removed", ())]
+    for entry in doc["grants"]:
+        grant = _Grant(entry["app_id"], tiers.get(entry["tier"]), entry["version"],
+                       tuple(entry["domains"]), tuple(entry["referrers"]))
+        grant.keys = tuple(
+            _Key(bytes.fromhex(k["sha256"]), grant, k["kind"] == "publishable", _timestamp(k.get("expires_at")),
+                 k.get("revoked_at") is not None)
+            for k in entry["keys"]
+        )
+        upserts.append(grant)
+    return upserts, [tombstone["app_id"] for tombstone in doc.get("removed", ())]
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
@@ -582,16 +692,18 @@ class AllowlistClient:
     def __init__(self, url: str, gateway_key: str | None = None, *, jwks_url: str | None = None,
                  jwks: dict[str, Any] | None = None, poll_interval: float = 30.0,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 30.0, key_cache_size: int = 65_536,
+                 timeout: float = 30.0, key_cache_size: int | None = None,
                  trusted_keys: Iterable[dict[str, Any] | str] | None = None,
                  state_file: str | os.PathLike | None = None):
         """`url`: the bot's /v1/allowlist (or a published copy of the signed document);
         `gateway_key`: the `<prefix>_gw_…` credential (None for a published copy);
         `jwks_url`: default `/.well-known/jwks.json` on the same host; `jwks`: pinned keys instead;
         `clock`: seconds since the epoch (injectable for tests);
-        `key_cache_size`: how many keys' verified digests to remember (0: none). A gateway sees
-        the same keys again and again; remembering a key's digest skips the checksum and the
-        SHA-256 on its next request (about 12 MiB when full; the memo starts afresh then);
+        `key_cache_size`: how many keys' digests to remember (0: none; None, the default: as many
+        as the held list has keys, at least 65 536). A gateway sees the same keys again and
+        again; remembering a key's digest skips the SHA-256 (and, for a key not in the list, the
+        checksum) on its next request. Two generations: a full memo becomes the old generation
+        and a key used again is moved back, so a working set of every listed key stays;
         `trusted_keys`: the trust anchors — public JWKs (dicts) or their RFC 7638 thumbprints
         (`beekeeper signing-keys list`). Only documents signed by one of them are accepted; keys
         from the JWKS are used only when their thumbprint (computed here, not their kid) is
@@ -599,7 +711,7 @@ class AllowlistClient:
         fetched from `jwks_url` is trusted (or of `jwks`, when given);
         `state_file`: a file (written atomically, mode 0600) where the highest version and the
         epoch seen are kept across restarts, so a restarted gateway still refuses a rollback."""
-        if key_cache_size < 0:
+        if key_cache_size is not None and key_cache_size < 0:
             raise ValueError("key_cache_size must be 0 or more")
         if gateway_key is not None and not keyformat.is_valid(gateway_key, kind="gw"):
             raise ValueError("gateway_key is not a gateway credential (<prefix>_gw_…) with a valid checksum")
@@ -641,7 +753,9 @@ class AllowlistClient:
         self._high = self._load_high_water() if self._state_file is not None else _HighWater()
         self._state: _Snapshot | None = None
         self.key_cache_size = key_cache_size
-        self._digests: dict[str, bytes] = {}  # key → its checksum-verified SHA-256 (see _digest)
+        # key → its SHA-256, or _BAD_CHECKSUM (see _digest); Origin/Referer value → host or ""
+        self._digests = _TwoGenerations(KEY_MEMO_MIN if key_cache_size is None else key_cache_size)
+        self._hosts = _TwoGenerations(HOST_MEMO_MIN)
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -695,13 +809,13 @@ class AllowlistClient:
         if response.status_code == 304:
             return NOT_MODIFIED
         self._raise_for_status(response)
-        doc = self._verify(response.content.strip())
+        doc = self._document(response)
         if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
             # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
             log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch, doc.get("epoch"))
             response = self._get_document(since=None, etag=None)
             self._raise_for_status(response)
-            doc = self._verify(response.content.strip())
+            doc = self._document(response)
         if self._apply(doc):
             self._etag = response.headers.get("ETag")
             return UPDATED
@@ -714,7 +828,7 @@ class AllowlistClient:
             raise FetchError(f"GET {self.url} answered {response.status_code}")
 
     def _get_document(self, since: int | None, etag: str | None) -> requests.Response:
-        headers = {"Accept": "application/jose"}
+        headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         if self._gateway_key:
             headers["Authorization"] = f"Bearer {self._gateway_key}"
         if etag:
@@ -750,9 +864,12 @@ class AllowlistClient:
         try:
             with _gc_paused():
                 state = _Snapshot(doc, base=held if since is not None else None)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
-        self._state = state  # one assignment: check() sees the old or the new snapshot, whole
+        self._state = state  # one assignment: check() sees the old or the new snapshot's header
+        if self.key_cache_size is None:  # the memos follow the list's size
+            self._digests.limit = max(KEY_MEMO_MIN, state.key_count)
+        self._hosts.limit = max(HOST_MEMO_MIN, 2 * len(state.grants))
         self._raise_high_water(version, epoch, generated)
         log.info("allowlist: version %s loaded (%d grants, expires %s)", version, len(state.grants),
                  doc["expires_at"])
@@ -875,6 +992,65 @@ class AllowlistClient:
             raise UntrustedKeyError(f"the JWKS at {self.jwks_url} holds none of the trusted keys")
         self._keys = {**keys, **self._anchors}
 
+    def _document(self, response: requests.Response) -> dict[str, Any]:
+        """The verified document of a 200 answer: format 2 (plain JSON bytes, the detached
+        signature in SIGNATURE_HEADER) or format 1 (a compact JWS), zstd-decoded if need be."""
+        body = response.content
+        if body[:4] == _ZSTD_MAGIC and response.headers.get("Content-Encoding", "").strip().lower() == "zstd":
+            if _zstandard is None:
+                raise DocumentError("a zstd-encoded answer, and the zstandard package is not installed")
+            try:
+                body = _zstandard.ZstdDecompressor().decompress(body)
+            except _zstandard.ZstdError as exc:
+                raise DocumentError(f"the zstd-encoded answer does not decode: {exc}") from None
+        signature = response.headers.get(SIGNATURE_HEADER)
+        if signature is not None:
+            return self._verify_detached(body, signature)
+        return self._verify(body.strip())
+
+    def _key_for(self, kid: Any) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is None:
+            self.refresh_jwks()  # a rotation: the new key is published before it signs anything we see
+            key = self._keys.get(kid)
+        if key is None:
+            if self._trusted is not None:
+                raise UntrustedKeyError(f"no published key has kid {kid!r} among the trusted keys")
+            raise SignatureError(f"no published key has kid {kid!r}")
+        return key
+
+    def _verify_detached(self, body: bytes, signature: str) -> dict[str, Any]:
+        """Format 2: `body` verified against a detached JWS with an unencoded payload (RFC 7797:
+        the signing input is `header_b64 + "." + body`, no base64 of the document); then
+        parsed with orjson."""
+        try:
+            header_b64, middle, signature_b64 = signature.strip().encode("ascii").split(b".")
+        except (UnicodeEncodeError, ValueError):
+            raise SignatureError(f"{SIGNATURE_HEADER} is not a detached JWS") from None
+        if middle:
+            raise SignatureError(f"{SIGNATURE_HEADER} is not a detached JWS (it carries a payload)")
+        try:
+            header = json.loads(_b64url_decode(header_b64))
+        except ValueError:
+            raise SignatureError("the JWS header is not base64url JSON") from None
+        if not isinstance(header, dict) or header.get("alg") not in ALGORITHMS or header.get("typ") != DOCUMENT_TYPE \
+                or header.get("b64") is not False or header.get("crit") != ["b64"]:
+            raise SignatureError(f"unexpected detached JWS header {header!r:.200}")
+        key = self._key_for(header.get("kid"))
+        try:
+            valid = key.Algorithm.verify(header_b64 + b"." + body, key.key, _b64url_decode(signature_b64))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise SignatureError(f"the signature does not verify with key {header.get('kid')!r}")
+        try:
+            doc = _loads(body)
+        except ValueError:
+            raise DocumentError("the signed document is not JSON") from None
+        if not isinstance(doc, dict):
+            raise DocumentError("the signed document is not a JSON object")
+        return doc
+
     def _verify(self, token: bytes) -> dict[str, Any]:
         """The verified payload of a compact JWS. Parsed here rather than by pyjwt's decode, which
         checks base64 byte by byte in Python (over 20 s for a 100 000-grant document); the
@@ -887,17 +1063,11 @@ class AllowlistClient:
             header = json.loads(_b64url_decode(header_b64))
         except ValueError:
             raise SignatureError("the JWS header is not base64url JSON") from None
-        if not isinstance(header, dict) or header.get("alg") not in ALGORITHMS or header.get("typ") != DOCUMENT_TYPE:
+        if not isinstance(header, dict) or header.get("alg") not in ALGORITHMS or header.get("typ") != DOCUMENT_TYPE \
+                or "crit" in header or "b64" in header:  # a compact JWS of ours has a base64url payload
             raise SignatureError(f"unexpected JWS header {header!r:.200}")
         kid = header.get("kid")
-        key = self._keys.get(kid)
-        if key is None:
-            self.refresh_jwks()  # a rotation: the new key is published before it signs anything we see
-            key = self._keys.get(kid)
-        if key is None:
-            if self._trusted is not None:
-                raise UntrustedKeyError(f"no published key has kid {kid!r} among the trusted keys")
-            raise SignatureError(f"no published key has kid {kid!r}")
+        key = self._key_for(kid)
         try:
             signature = _b64url_decode(signature_b64)
             valid = key.Algorithm.verify(header_b64 + b"." + payload_b64, key.key, signature)
@@ -906,7 +1076,7 @@ class AllowlistClient:
         if not valid:
             raise SignatureError(f"the signature does not verify with key {kid!r}")
         try:
-            doc = json.loads(_b64url_decode(payload_b64))
+            doc = _loads(_b64url_decode(payload_b64))
         except ValueError:
             raise DocumentError("the signed payload is not base64url JSON") from None
         if not isinstance(doc, dict):
@@ -964,8 +1134,8 @@ class AllowlistClient:
         if key is not None:
             if len(key) != state.key_length:
                 return MALFORMED_KEY
-            # The hot path: the key's checksum-verified SHA-256, remembered for keys seen before.
-            digest = self._digests.get(key) or self._digest(key)
+            # The hot path: the key's SHA-256, remembered for keys seen before.
+            digest = self._digests.get(key) or self._digest(key, state)
             if digest is _BAD_CHECKSUM:
                 return MALFORMED_KEY
             entry = state.by_hash.get(digest)
@@ -976,43 +1146,79 @@ class AllowlistClient:
             # an app id sent with it changes nothing.
             return (entry.unconditional or (source and state.publishable_hits.get((entry, source)))
                     or self._check_key(state, entry, now, source))
-        host = host_of(source) if source else None
         if referrer:
             grant = state.by_name.get(referrer)  # by equality: an app id is a name, never a host
             if grant is None:
                 return UNKNOWN_REFERRER
+            host = self._host(source) if source else None
             if host is None:
                 return ORIGIN_REQUIRED
             return grant.allow(ALLOWED_REFERRER) if grant.serves(host) else ORIGIN_NOT_ALLOWED
-        if host is not None:
-            grant = state.grant_for_host(host)
+        if source:
+            # An Origin header is `https://<host>` nearly always: one lookup in the exact-Origin index.
+            grant = state.by_origin.get(source)
             if grant is None:
-                return UNKNOWN_ORIGIN
+                host = self._host(source)
+                grant = state.grant_for_host(host) if host is not None else None
+                if grant is None:
+                    return UNKNOWN_ORIGIN
             return grant._origin or grant.allow(ALLOWED_ORIGIN)
-        return NO_CREDENTIALS if not source else UNKNOWN_ORIGIN
+        return NO_CREDENTIALS
 
-    def _digest(self, key: str) -> bytes:
-        """SHA-256 of `key` when its checksum (bot.keyformat's CRC32 in base62) is right, else
-        _BAD_CHECKSUM; remembered in `_digests`. Which digest a key has never changes, so the
-        memo needs no invalidation: every check() still looks the digest up in the snapshot it
-        holds, and a revocation takes effect at the next poll as before."""
-        try:
-            raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
-        except UnicodeEncodeError:
-            return _BAD_CHECKSUM
-        digest = _sha256(raw).digest() if checksum_ok(raw) else _BAD_CHECKSUM
-        _remember(self._digests, key, digest, self.key_cache_size)
+    def _host(self, source: str) -> str | None:
+        """host_of(source), remembered (two generations, sized to the list; "" for no host)."""
+        hosts = self._hosts
+        host = hosts.get(source)
+        if host is None:
+            host = hosts.recall(source)
+            if host is None:
+                host = _host_of(source) or ""
+                hosts.put(source, host)
+        return host or None
+
+    def _digest(self, key: str, state: _Snapshot) -> bytes:
+        """SHA-256 of `key`, or _BAD_CHECKSUM; remembered in `_digests`. The digest is looked up
+        first: a listed key was issued by the bot, so its checksum is right and is not computed;
+        only a digest the list does not hold needs the checksum, to tell "malformed key" from
+        "unknown key". Which digest a key has never changes, and a wrong checksum stays wrong,
+        so the memo needs no invalidation: every check() still looks the digest up in the
+        snapshot it holds, and a revocation takes effect at the next poll as before."""
+        memo = self._digests
+        digest = memo.old.get(key)
+        if digest is None:
+            try:
+                raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
+            except UnicodeEncodeError:
+                return _BAD_CHECKSUM
+            digest = _sha256(raw).digest()
+            if digest not in state.by_hash and not checksum_ok(raw):
+                digest = _BAD_CHECKSUM
+        if len(memo) < memo.limit:
+            memo[key] = digest
+        elif memo.limit:
+            memo.put(key, digest)
         return digest
 
-    @staticmethod
-    def _check_key(state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
+    def _check_key(self, state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
             return KEY_EXPIRED
         if not entry.publishable:
             return entry.grant.allow(ALLOWED_SECRET_KEY)
-        host = host_of(source) if source else None
+        if not source:
+            return ORIGIN_REQUIRED
+        grant = entry.grant
+        if state.by_origin.get(source) is grant:  # the exact Origin of one of its hosts
+            decision = grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
+            if entry.expires is None and decision.allowed:
+                hits = state.publishable_hits
+                if len(hits) < hits.limit:
+                    hits[(entry, source)] = decision
+                elif hits.limit:
+                    hits.put((entry, source), decision)
+            return decision
+        host = self._host(source)
         if host is None:
             return ORIGIN_REQUIRED
         return state.allow_publishable(entry, host, source)

@@ -44,9 +44,16 @@ def revision(engine: Engine, message: str, *, autogenerate: bool = True, version
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to `revision` (SQLite and PostgreSQL alike)."""
+    """Create or upgrade the schema to `revision` (SQLite and PostgreSQL alike). When a
+    migration ran on a database holding data, the planner statistics are refreshed after it
+    (a migration may rewrite or fill whole tables)."""
+    from bot.db import refresh_statistics
+
+    before = current_revision(engine)
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
+    if before is not None and current_revision(engine) != before:
+        refresh_statistics(engine)
 
 
 def current_revision(engine: Engine) -> str | None:

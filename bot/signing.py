@@ -200,3 +200,18 @@ def sign(payload: bytes, key: SigningKey) -> bytes:
     token = api_jws.encode(payload, _private_key(key.kid, key.private_pem), algorithm=ALGORITHM,
                            headers={"kid": key.kid, "typ": DOCUMENT_TYPE})
     return token.encode()
+
+
+# Format 2 (bot.allowlist): the document travels as plain JSON bytes, and the signature as a
+# detached JWS with an unencoded payload (RFC 7797: `b64: false`, marked critical), so a gateway
+# verifies the bytes it received without base64-decoding tens of megabytes.
+DETACHED_HEADER = "X-Allowlist-Signature"
+
+
+def sign_detached(payload: bytes, key: SigningKey) -> bytes:
+    """`<base64url protected header>..<base64url signature>` over `header_b64 + "." + payload`."""
+    header = json.dumps({"alg": ALGORITHM, "kid": key.kid, "typ": DOCUMENT_TYPE, "b64": False, "crit": ["b64"]},
+                        separators=(",", ":")).encode()
+    header_b64 = _b64url(header).encode()
+    signature = _private_key(key.kid, key.private_pem).sign(header_b64 + b"." + payload)
+    return header_b64 + b".." + _b64url(signature).encode()

@@ -81,7 +81,9 @@ def test_poll_loads_the_list_and_check_answers_from_it(session, make_client, bri
     assert client.check(key="bk_sk_short").reason == "malformed key"
     assert client.check().reason == "no key, referrer or origin"
     sent = next(r for r in bridge.requests if "/v1/allowlist" in r.url)
-    assert sent.headers["Accept"] == "application/jose" and sent.headers["Authorization"].startswith("Bearer bk_gw_")
+    # format 2 asked for first, format 1 (a compact JWS) accepted from an older bot
+    assert sent.headers["Accept"] == "application/vnd.beekeeper.allowlist+json;format=2, application/jose;q=0.5"
+    assert sent.headers["Authorization"].startswith("Bearer bk_gw_")
 
 
 def test_polls_with_etag_and_since_and_applies_deltas(session, make_client, bridge):

@@ -107,6 +107,9 @@ def register(main: click.Group) -> None:
                 from bot.reconcile import schedule
 
                 schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
+                from bot.db import schedule_statistics
+
+                schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
                 embedded = Worker(runtime)
                 EmbeddedServer.embedded = (embedded, embedded.start_thread())
 
@@ -164,6 +167,9 @@ def register(main: click.Group) -> None:
         from bot.reconcile import schedule
 
         schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
+        from bot.db import schedule_statistics
+
+        schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
         signal.signal(signal.SIGINT, lambda *_: w.stop())
         w.run_forever()

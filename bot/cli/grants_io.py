@@ -109,6 +109,10 @@ def register(main: click.Group) -> None:
             refused = any(o.action == grants_io.REFUSED for o in outcomes)
             if dry_run:
                 session.rollback()
+        if not dry_run and any(o.action == grants_io.CREATED for o in outcomes):
+            from bot.db import refresh_statistics
+
+            refresh_statistics(runtime.engine)  # a bulk load: the planner's statistics follow it
         click.echo(grants_io.summary(outcomes))
         if dry_run:
             click.echo("dry run: nothing was written")
