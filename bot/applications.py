@@ -234,7 +234,9 @@ def publish(ctx: Context, request: AccessRequest, *, key: str, template: str, la
     body = render(template, marker=Trusted(marker("decision", key)), mention=mention(request.applicant_login),
                   **template_context)
     gh.post_comment_once(repo, number, marker("decision", key), body)
-    issue = gh.get_issue(repo, number)
+    # The issue as read just before the decision (bot.issue_events.recheck_if_edited), used once;
+    # else one GET for its current labels and state.
+    issue = ctx.extras.pop(("issue", repo, number), None) or gh.get_issue(repo, number)
     state, tier = labels_for
     sync_labels(gh, ctx.policy, repo, number, issue_label_names(issue), desired_labels(ctx.policy, state, tier))
     if close_reason and issue.get("state") != "closed":

@@ -148,6 +148,10 @@ def recheck_if_edited(ctx: Context, request: AccessRequest) -> bool:
         return False
     issue = current_issue(ctx, request.repo, request.issue_number)
     if issue is None or body_sha256(issue.get("body")) == request.body_sha256:
+        # Unchanged: the decision's publish step may use this read instead of a second GET
+        # (nothing of ours changes the issue's labels or state in between).
+        if issue is not None:
+            ctx.extras[("issue", request.repo, request.issue_number)] = issue
         return False
     log.info("issue %s#%s was edited since its last review: reviewing it again before the decision",
              request.repo, request.issue_number)

@@ -109,7 +109,7 @@ def test_thumbprints_agree_with_the_bot_and_are_printed_by_signing_keys_list(cli
     session.commit()
     listing = beekeeper(cli_env, "signing-keys", "list")
     assert listing.exit_code == 0 and f"thumbprint {jwk['kid']}" in listing.output
-    as_json = json.loads(beekeeper(cli_env, "signing-keys", "list", "--json").output)
+    as_json = [json.loads(line) for line in beekeeper(cli_env, "signing-keys", "list", "--json").output.splitlines()]
     assert as_json[0]["thumbprint"] == jwk["kid"] and as_json[0]["jwk"]["x"] == jwk["x"]
     assert "d" not in as_json[0]["jwk"] and "PRIVATE" not in listing.output
 

@@ -136,7 +136,8 @@ def register(main: click.Group) -> None:
             click.echo(f"retired {retired_kid}: stays in the JWKS for {grace:g} hours")
 
     @signing_keys.command("list")
-    @click.option("--json", "as_json", is_flag=True, help="Each key's public JWK and thumbprint, as JSON.")
+    @click.option("--json", "as_json", is_flag=True,
+                  help="One JSON object per line: each key's public JWK and thumbprint.")
     @pass_state
     def signing_keys_list(state, as_json: bool) -> None:
         """Every signing key with its RFC 7638 thumbprint (what a gateway pins with
@@ -158,7 +159,8 @@ def register(main: click.Group) -> None:
                       "jwk": {f: v for f, v in k.public_jwk.items() if f in ("kty", "crv", "x", "kid", "use", "alg")}}
                      for k in rows]
         if as_json:
-            click.echo(json.dumps(lines, indent=2))
+            for line in lines:  # JSON lines, as every listing command's --json
+                click.echo(json.dumps(line))
             return
         if not lines:
             click.echo("no signing key yet (beekeeper signing-keys generate)")
