@@ -32,7 +32,7 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     # app static route would shadow it with bot/static, which does not exist.
     app = Flask(__name__, template_folder=str(templates_path()), static_folder=None, instance_path=None)
     app.config.update(
-        SECRET_KEY=runtime.settings.secret_key,
+        SECRET_KEY=runtime.settings.secret_key.get_secret_value(),
         MAX_CONTENT_LENGTH=runtime.settings.max_webhook_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -21,6 +21,8 @@ BEEKEEPER_GITHUB_API_URL, so GitHub Enterprise Server and a local fake work the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -33,7 +35,7 @@ from sqlmodel import Session
 from bot import sessions
 from bot.db import reader, session_scope
 from bot.errors import RetryLater
-from bot.github import GitHubError, Transport, oauth_user
+from bot.github import GitHubError, exchange_oauth_code, oauth_user
 from bot.web import check_csrf
 
 log = logging.getLogger("beekeeper.auth")
@@ -127,22 +129,32 @@ def callback_url(settings) -> str:
     return f"{settings.public_url.rstrip('/')}/auth/callback"
 
 
-def exchange_code(settings, code: str) -> str:
-    """The user access token for an authorization code. GitHub answers 200 with an `error`
-    for a bad or expired code; that raises OAuthRefused. Not retried: a code works once."""
-    response = Transport(settings.github_url).request(
-        "POST", "/login/oauth/access_token", token=None, accept="application/json",
-        json={"client_id": settings.github_client_id, "client_secret": settings.github_client_secret,
-              "code": code, "redirect_uri": callback_url(settings)},
-    )
+def exchange_code(settings, code: str, code_verifier: str | None = None) -> str:
+    """The user access token for an authorization code (PKCE: with the verifier whose challenge the
+    sign-in sent). GitHub answers 200 with an `error` for a bad or expired code or a verifier that
+    does not match; that raises OAuthRefused. Not retried: a code works once."""
     try:
-        data = response.json()
+        data = exchange_oauth_code(settings.github_url, client_id=settings.github_client_id,
+                                   client_secret=_plain(settings.github_client_secret), code=code,
+                                   redirect_uri=callback_url(settings), code_verifier=code_verifier)
     except ValueError:
         raise OAuthRefused("GitHub's answer was not JSON") from None
     token = data.get("access_token") if isinstance(data, dict) else None
     if not token:
-        raise OAuthRefused(str((data or {}).get("error") or "no access token"))
+        raise OAuthRefused(str((data or {}).get("error") if isinstance(data, dict) else "") or "no access token")
     return token
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, code_challenge) for PKCE with S256 (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)  # 64 characters, within RFC 7636's 43..128
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def _plain(value) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter else value
 
 
 def _problem(status: int, title: str, message: str, next_path: str = "/"):
@@ -167,9 +179,10 @@ def login():
                         "Signing in with GitHub needs BEEKEEPER_GITHUB_CLIENT_ID and BEEKEEPER_GITHUB_CLIENT_SECRET "
                         "(the GitHub App's client id and a client secret). Ask the platform's operators.")
     state = secrets.token_urlsafe(32)
-    session[STATE_KEY] = {"state": state, "next": target}
+    verifier, challenge = pkce_pair()
+    session[STATE_KEY] = {"state": state, "next": target, "verifier": verifier}
     params = {"client_id": settings.github_client_id, "redirect_uri": callback_url(settings), "state": state,
-              "allow_signup": "false"}
+              "allow_signup": "false", "code_challenge": challenge, "code_challenge_method": "S256"}
     return redirect(f"{settings.github_url}/login/oauth/authorize?{urlencode(params)}")
 
 
@@ -192,7 +205,7 @@ def callback():
         return _problem(400, "Sign-in did not complete", "GitHub sent no authorization code. Please sign in again.",
                         target)
     try:
-        token = exchange_code(settings, code)
+        token = exchange_code(settings, code, str(pending.get("verifier") or "") or None)
         user = oauth_user(settings.github_api_url, token)
     except OAuthRefused as exc:
         log.info("GitHub refused an OAuth code: %s", exc)

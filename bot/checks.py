@@ -159,6 +159,22 @@ def _host_part(text: str) -> tuple[str | None, str | None]:
     return candidate.strip(), None
 
 
+def is_disposable_email_domain(domain: str, policy: Policy) -> bool:
+    """On the `disposable-email-domains` list or the policy's additions (subdomains included),
+    unless the policy allows it."""
+    validation = policy.validation
+    if _suffix_of(domain, validation.allowed_email_domains):
+        return False
+    if _suffix_of(domain, validation.disposable_email_domains):
+        return True
+    if validation.disposable_email_list:
+        from disposable_email_domains import blocklist
+
+        labels = domain.strip(".").lower().split(".")
+        return any(".".join(labels[i:]) in blocklist for i in range(len(labels) - 1))
+    return False
+
+
 def _suffix_of(host: str, suffixes: Iterable[str]) -> str | None:
     for suffix in suffixes:
         suffix = suffix.strip(".").lower()
@@ -598,7 +614,7 @@ def _contact_of_kind(kind: str, value: str, policy: Policy, gh) -> CheckResult:
         except EmailNotValidError:
             return CheckResult(ERROR, "contact", "the contact e-mail address is not valid",
                                "Use a full address such as name@example.com.")
-        if _suffix_of(info.ascii_domain.lower(), policy.validation.disposable_email_domains):
+        if is_disposable_email_domain(info.ascii_domain.lower(), policy):
             return CheckResult(ERROR, "contact", "disposable e-mail addresses are not accepted",
                                "Use an address you will still read in a few months.")
         return CheckResult(OK, "contact", "valid e-mail address", data={"kind": "email"})

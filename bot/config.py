@@ -1,5 +1,10 @@
 """Settings from the environment and the platform's policy file.
 
+The environment is read by pydantic-settings (`EnvSettings`: the BEEKEEPER_ prefix, the process
+environment over a `.env` file in the working directory); `load_settings` checks each value and
+builds `Settings`, whose secrets are pydantic `SecretStr` so no repr, log line or traceback prints
+one (`.get_secret_value()` where the plain value is needed).
+
 Settings are the deployment's wiring (URLs, credentials); the policy is what a platform tunes
 (tiers, labels, form roles, validation rules). Both are read once at start-up and validated so
 that a mistake is reported with the setting's or key's name before any request is served.
@@ -15,7 +20,17 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BEEKEEPER_"
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.default.yml")
@@ -30,18 +45,21 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+SECRET_FIELDS = ("github_private_key", "webhook_secret", "github_client_secret", "secret_key", "metrics_token")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     github_app_id: str | None = None
-    github_private_key: str | None = None
-    webhook_secret: str | None = None
+    github_private_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
     github_client_id: str | None = None
-    github_client_secret: str | None = None
+    github_client_secret: SecretStr | None = None
     public_url: str = "http://localhost:8000"
-    secret_key: str = ""
+    secret_key: SecretStr = SecretStr("")
     policy_path: str | None = None
     max_webhook_bytes: int = 5 * 1024 * 1024
     worker_max_attempts: int = 8
@@ -54,7 +72,7 @@ class Settings:
     log_level: str = "INFO"
     # /metrics and `beekeeper worker --metrics-port` need `Authorization: Bearer <token>`; unset:
     # they answer the local machine only (bot.metrics.scrape_refusal).
-    metrics_token: str | None = None
+    metrics_token: SecretStr | None = None
     # Set when BEEKEEPER_SECRET_KEY was not given: the web app then signs sessions with a key it
     # generates once and shares through the database (bot.sessions), not with `secret_key`.
     secret_key_generated: bool = False
@@ -75,6 +93,14 @@ class Settings:
     webhook_hook_id: int | None = None
     webhook_read_seconds: float = 10.0
     webhook_min_bytes_per_second: int = 16384
+    log_format: str = "text"  # BEEKEEPER_LOG_FORMAT: text, or json (one object per line)
+
+    def __post_init__(self) -> None:
+        # Secrets given as plain strings (tests, dataclasses.replace) are wrapped all the same.
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value))
 
     @property
     def github_app_configured(self) -> bool:
@@ -96,16 +122,57 @@ class Settings:
         return missing
 
 
+class EnvSettings(BaseSettings):
+    """Every BEEKEEPER_* variable as pydantic-settings reads it (the process environment over a
+    `.env` file in the working directory). Values stay text here; `load_settings` checks them and
+    names the variable in its error. A new setting is one line here and one in `load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
+                                      case_sensitive=True, env_ignore_empty=False)
+
+    DATABASE_URL: str = ""
+    INSTANCE_PATH: str = ""
+    GITHUB_API_URL: str = ""
+    GITHUB_URL: str = ""
+    GITHUB_APP_ID: str = ""
+    GITHUB_PRIVATE_KEY: SecretStr = SecretStr("")
+    GITHUB_PRIVATE_KEY_PATH: str = ""
+    WEBHOOK_SECRET: SecretStr = SecretStr("")
+    GITHUB_CLIENT_ID: str = ""
+    GITHUB_CLIENT_SECRET: SecretStr = SecretStr("")
+    PUBLIC_URL: str = ""
+    SECRET_KEY: SecretStr = SecretStr("")
+    POLICY: str = ""
+    MAX_WEBHOOK_BYTES: str = ""
+    WORKER_MAX_ATTEMPTS: str = ""
+    WORKER_LEASE_SECONDS: str = ""
+    WORKER_POLL_SECONDS: str = ""
+    LOG_LEVEL: str = ""
+    LOG_FORMAT: str = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings, dotenv_settings
+
+
 def _environment(env: dict[str, str] | None) -> dict[str, str]:
-    """The process environment over a `.env` file in the working directory."""
+    """BEEKEEPER_* values by their full names: `env` when given (tests), else pydantic-settings'
+    reading of the process environment over `.env`."""
     if env is not None:
         return dict(env)
-    merged: dict[str, str] = {}
+    read = EnvSettings()
+    values = {}
+    for name in EnvSettings.model_fields:
+        value = getattr(read, name)
+        values[ENV_PREFIX + name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    # Variables not declared above still reach `load_settings` (process environment over .env).
     dotenv_path = Path.cwd() / ".env"
-    if dotenv_path.is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    merged.update(os.environ)
-    return merged
+    undeclared = dict(dotenv_values(dotenv_path)) if dotenv_path.is_file() else {}
+    undeclared.update(os.environ)
+    values.update({k: v for k, v in undeclared.items()
+                   if k.startswith(ENV_PREFIX) and k not in values and v is not None})
+    return values
 
 
 def _url(env: dict[str, str], name: str, default: str) -> str:
@@ -149,6 +216,16 @@ def _log_level(env: dict[str, str]) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(f"BEEKEEPER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return level
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(env: dict[str, str]) -> str:
+    value = env.get(ENV_PREFIX + "LOG_FORMAT", "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"BEEKEEPER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
 
 
 def _private_key(env: dict[str, str]) -> str | None:
@@ -220,6 +297,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         webhook_read_seconds=_float(env, "WEBHOOK_READ_SECONDS", 10.0, minimum=0.1),
         webhook_min_bytes_per_second=_int(env, "WEBHOOK_MIN_BYTES_PER_SECOND", 16384, minimum=0),
         metrics_token=env.get(ENV_PREFIX + "METRICS_TOKEN", "").strip() or None,
+        log_format=_log_format(env),
     )
 
 
@@ -392,10 +470,11 @@ class Validation(_Strict):
     reserved_referrers: list[str] = Field(
         default_factory=lambda: ["admin", "api", "beekeeper", "default", "null", "root", "system", "test", "www"]
     )
-    disposable_email_domains: list[str] = Field(
-        default_factory=lambda: ["mailinator.com", "guerrillamail.com", "10minutemail.com", "tempmail.com",
-                                 "yopmail.com", "trashmail.com", "sharklasers.com", "getnada.com"]
-    )
+    # Disposable e-mail domains: the maintained `disposable-email-domains` package's list (when
+    # disposable_email_list is on), plus the domains added here, minus allowed_email_domains.
+    disposable_email_domains: list[str] = Field(default_factory=list)
+    disposable_email_list: bool = True
+    allowed_email_domains: list[str] = Field(default_factory=list)
     placeholder_words: list[str] = Field(
         default_factory=lambda: ["test", "testing", "asdf", "qwerty", "gg", "aaa", "xxx", "abc", "foo", "bar",
                                  "lorem ipsum", "n/a", "na", "none", "todo", "tbd", "hello", "hi", "app"]
@@ -478,6 +557,9 @@ class Allowlist(_Strict):
     signing_key_grace_hours: float = Field(default=72, ge=0)
     delta_history: int = Field(default=100_000, ge=1)  # versions kept for ?since=
     pull_stats_flush_seconds: float = Field(default=5, ge=0)  # gateway pull counts written this often
+    # how often gateways poll (bot.gateway's AllowlistClient poll_interval); the dashboard overview
+    # shows a gateway in red when it has not pulled for three of these
+    gateway_poll_seconds: float = Field(default=30, gt=0)
 
 
 class SelfService(_Strict):
@@ -709,3 +791,9 @@ def form_mapping_problems(key: str, form: Form, schema) -> list[str]:
             problems.append(f"{key}.aliases.{field_id}: the form has no field with id {field_id!r} "
                             f"(its ids: {', '.join(ids)}); fix: key the old labels by the field's id")
     return problems
+
+
+def plain_secret(value: SecretStr | str | None) -> str | None:
+    """A secret setting's plain value, for the one place that must compare or send it."""
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter else value

@@ -19,6 +19,7 @@ from flask import (
     Response,
     abort,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -29,7 +30,9 @@ from sqlmodel import Session, select
 
 from bot import applications, audit_export, domain_changes, page_format
 from bot import gateways as gateways_service
+from bot import overview as overview_service
 from bot.access import grant_view
+from bot.charts import overview_charts
 from bot.clock import utcnow
 from bot.db import session_scope
 from bot.errors import RetryLater
@@ -50,6 +53,7 @@ from bot.web_permissions import (
     require_scope_for,
     runtime,
     signed_in_user,
+    visible_repositories,
 )
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin")
@@ -359,3 +363,35 @@ def gateways():
         rows = gateways_service.list_gateways(db)
         version = current_version(db)
     return render_template("pages/admin_gateways.html", gateways=rows, current_version=version, **_common())
+
+
+# --------------------------------------------------------------------------------------------
+# Overview: the figures over time, drawn (bot.overview, bot.charts)
+# --------------------------------------------------------------------------------------------
+
+
+def _overview_repositories() -> list[str] | None:
+    """The repositories whose figures the signed-in maintainer may see (None: all of them)."""
+    return visible_repositories()
+
+
+def _overview_figures() -> dict:
+    rt = runtime()
+    with Session(rt.engine) as db:
+        return overview_service.overview(db, rt.policy, _overview_repositories())
+
+
+@bp.get("/overview")
+@maintainer_required
+def overview():
+    figures = _overview_figures()
+    return render_template("pages/admin_overview.html", figures=figures, charts=overview_charts(figures),
+                           **_common())
+
+
+@bp.get("/overview.json")
+@maintainer_required
+def overview_json():
+    response = jsonify(_overview_figures())
+    response.headers["Cache-Control"] = "no-store"
+    return response

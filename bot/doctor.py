@@ -113,7 +113,7 @@ def check_settings(report: Report, settings) -> None:
                    "Serve Beekeeper over HTTPS (behind a TLS proxy) and set BEEKEEPER_PUBLIC_URL to the https:// URL.")
     else:
         report.add("public URL", OK, settings.public_url)
-    if settings.webhook_secret and len(settings.webhook_secret) < 16:
+    if settings.webhook_secret and len(settings.webhook_secret.get_secret_value()) < 16:
         report.add("webhook secret", WARN, "BEEKEEPER_WEBHOOK_SECRET is shorter than 16 characters",
                    "Use a long random value (`python -c 'import secrets; print(secrets.token_hex(32))'`) here "
                    "and on the app's settings page (Webhook secret).")

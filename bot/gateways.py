@@ -19,15 +19,17 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import case, update
+from sqlalchemy import case, delete, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot import audit, keyformat
 from bot.clock import utcnow
-from bot.models import Gateway
+from bot.models import Gateway, GatewayPullHour
 
 log = logging.getLogger("beekeeper.gateways")
 
@@ -165,8 +167,40 @@ class PullRecorder:
                 if tally.version is not None:
                     values["last_version"] = tally.version
                 session.execute(update(Gateway).where(Gateway.id == gateway_id).values(**values))
+            add_pull_hours(session, {gateway_id: (tally.last_at, tally.count, tally.version)
+                                     for gateway_id, tally in pending.items()})
             session.commit()
 
+
+
+# --- pulls per hour, for the dashboard overview (issue 20) ------------------------------------
+
+PULL_HOURS_KEPT_DAYS = 35
+
+
+def add_pull_hours(session: Session, pulls: dict[int, tuple[datetime, int, int | None]]) -> None:
+    """Add {gateway id: (time, count, version held)} to the gateways' hourly rows (one upsert
+    each; a batch spanning the turn of an hour counts in the hour of its last pull), and delete
+    rows older than PULL_HOURS_KEPT_DAYS (an index range that is empty but once an hour)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    new_hours = set()
+    for gateway_id, (at, count, version) in pulls.items():
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        statement = insert(GatewayPullHour).values(gateway_id=gateway_id, hour=hour, pulls=count, version=version)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["gateway_id", "hour"],
+            set_={"pulls": GatewayPullHour.pulls + excluded.pulls,
+                  "version": case((excluded.version == None, GatewayPullHour.version),  # noqa: E711
+                                  (GatewayPullHour.version == None, excluded.version),  # noqa: E711
+                                  (excluded.version > GatewayPullHour.version, excluded.version),
+                                  else_=GatewayPullHour.version)})
+        session.execute(statement)
+        new_hours.add(hour)
+    if new_hours:
+        cutoff = max(new_hours) - timedelta(days=PULL_HOURS_KEPT_DAYS)
+        session.execute(delete(GatewayPullHour).where(GatewayPullHour.hour < cutoff))
 
 
 _recorders: weakref.WeakSet[PullRecorder] = weakref.WeakSet()

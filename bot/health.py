@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from bot import metrics as metrics_module
+from bot.config import plain_secret
 from bot.db import reader
 
 bp = Blueprint("health", __name__)
@@ -32,7 +33,7 @@ def readyz():
 def metrics():
     """Prometheus text; a bearer token (BEEKEEPER_METRICS_TOKEN) or the local machine only."""
     runtime = current_app.extensions["beekeeper"]
-    refusal = metrics_module.scrape_refusal(getattr(runtime.settings, "metrics_token", None),
+    refusal = metrics_module.scrape_refusal(plain_secret(runtime.settings.metrics_token),
                                             request.headers.get("Authorization"), request.remote_addr,
                                             request.headers)
     if refusal is not None:

@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
-from bot import metrics
+from bot import logs, metrics
 from bot.clock import utcnow
 from bot.db import reader, session_scope, sqlite_begin_immediate
 from bot.errors import RetryLater
@@ -407,6 +407,7 @@ def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_
     if leased is None:
         return MISSING
     event, attempts = leased
+    logs.set_fields(logs.event_fields(event))  # every line logged while it runs names the delivery
     label = f"delivery={event.delivery_id} event={event.name}.{event.action or '-'}"
     started = time.perf_counter()
     error, retry_after = None, None
@@ -567,6 +568,7 @@ def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_se
                 if should_stop and should_stop():
                     break
                 process(engine, pending[0], worker, router, make_context, max_attempts)
+                logs.set_fields(None)
                 pending.pop(0)
                 done += 1
         finally:

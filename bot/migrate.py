@@ -22,6 +22,27 @@ def alembic_config(connection=None) -> Config:
     return config
 
 
+def next_revision_id() -> str:
+    """The next numbered revision id ("0004" after "0003..."): ids stay in order in the folder."""
+    head = head_revision() or "0000"
+    digits = "".join(ch for ch in head if ch.isdigit())[:4] or "0"
+    return f"{int(digits) + 1:04d}"
+
+
+def revision(engine: Engine, message: str, *, autogenerate: bool = True, version_path: str | None = None) -> str:
+    """Write a new migration file comparing the models with the database (which must be at head);
+    returns its path. `beekeeper db revision -m` and `alembic revision --autogenerate` alike."""
+    with engine.begin() as connection:
+        config = alembic_config(connection)
+        config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+        if version_path:
+            config.set_main_option("version_locations", f"{MIGRATIONS_DIR / 'versions'} {version_path}")
+        script = command.revision(config, message=message, autogenerate=autogenerate, rev_id=next_revision_id(),
+                                  version_path=version_path)
+    scripts = script if isinstance(script, list) else [script]
+    return str(scripts[0].path)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or upgrade the schema to `revision` (SQLite and PostgreSQL alike)."""
     with engine.begin() as connection:

@@ -399,3 +399,32 @@ class AppWebhook(SQLModel, table=True):
     app_id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     hook_id: int = Field(sa_type=BigInteger)
     recorded_at: datetime = Field(default_factory=utcnow)
+# Dashboard overview (issue 20): hourly gateway pulls, indexes for the overview's aggregates
+# --------------------------------------------------------------------------------------------
+
+
+class GatewayPullHour(SQLModel, table=True):
+    """Pulls of one gateway in one clock hour (UTC), and the highest version it held then.
+
+    Written with the gateway row's pull figures (bot.gateways.PullRecorder.flush); rows older
+    than PULL_HOURS_KEPT_DAYS are deleted as new hours start. Feeds the overview's pulls per hour."""
+
+    __tablename__ = "gateway_pull_hour"
+
+    gateway_id: int = Field(primary_key=True)
+    hour: datetime = Field(primary_key=True, index=True)  # truncated to the hour
+    pulls: int = 0
+    version: int | None = None
+
+
+# The overview groups rows by week, day or hour over a recent window: these indexes let each
+# query read only the window, most from the index alone (bot.overview; benchmarks/dashboard.py).
+_audit, _request, _grant, _delivery = (AuditEvent.__table__.c, AccessRequest.__table__.c, Grant.__table__.c,
+                                       Delivery.__table__.c)
+Index("ix_audit_event_action_at", _audit.action, _audit.at, _audit.request_id, _audit.grant_id)
+Index("ix_access_request_created_state_repo", _request.created_at, _request.state, _request.repo)
+Index("ix_grant_status_tier_repo", _grant.status, _grant.tier, _grant.repo)
+Index("ix_grant_created_tier_status_repo", _grant.created_at, _grant.tier, _grant.status, _grant.repo)
+Index("ix_grant_revoked_at", _grant.revoked_at)
+Index("ix_delivery_received_status_attempts", _delivery.received_at, _delivery.status, _delivery.attempts)
+Index("ix_allowlist_change_at", AllowlistChange.__table__.c.at)

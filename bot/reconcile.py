@@ -21,7 +21,7 @@ the deployment run it at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -209,8 +209,10 @@ def _only_one_at_a_time(engine) -> Iterator[bool]:
                 conn.commit()
 
 
-def reconcile(runtime, *, repos: list[str] | None = None, dry_run: bool = False) -> ReconcileReport:
-    """Reconcile every served repository (or only `repos`); see the module docstring."""
+def reconcile(runtime, *, repos: list[str] | None = None, dry_run: bool = False,
+              progress: Callable[[str, int, int], None] | None = None) -> ReconcileReport:
+    """Reconcile every served repository (or only `repos`); see the module docstring.
+    `progress(repo, done, total)` is called after each repository (the CLI's progress bar)."""
     report = ReconcileReport()
     with _only_one_at_a_time(runtime.engine) as allowed:
         if not allowed:
@@ -219,9 +221,11 @@ def reconcile(runtime, *, repos: list[str] | None = None, dry_run: bool = False)
             return report
         targets, not_installed = served_repositories(runtime, repos)
         report.errors += [f"{repo}: the app is not installed on this repository" for repo in not_installed]
-        for repo, installation_id in sorted(targets.items()):
+        for done, (repo, installation_id) in enumerate(sorted(targets.items()), start=1):
             report.repos.append(repo)
             reconcile_repo(runtime, repo, installation_id, report, dry_run=dry_run)
+            if progress is not None:
+                progress(repo, done, len(targets))
     return report
 
 

@@ -8,6 +8,7 @@ that was already redelivered successfully, or is stored, is left alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,7 +55,8 @@ def _stored_guids(engine, guids: list[str], chunk: int = 500) -> set[str]:
     return stored
 
 
-def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> RedeliveryReport:
+def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False,
+                     progress: Callable[[str, int, int], None] | None = None) -> RedeliveryReport:
     """Ask GitHub to redeliver each failed delivery since `since` that never reached the inbox.
 
     Deliveries are grouped by GUID: a GUID with any 2xx attempt (an earlier redelivery that
@@ -72,7 +74,9 @@ def redeliver_missed(runtime, since: datetime, *, dry_run: bool = False) -> Rede
         return report
     stored = _stored_guids(runtime.engine, list(failed))
     report.already_stored = len(stored)
-    for guid, items in failed.items():
+    for done, (guid, items) in enumerate(failed.items(), start=1):
+        if progress is not None:
+            progress(guid, done, len(failed))
         if guid in stored:
             continue
         latest = max(items, key=lambda i: i["delivered_at"])

@@ -14,12 +14,14 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bot.config import Policy, Settings, load_policy, load_settings
 from bot.db import get_engine
 from bot.github import GitHubApp
+from bot.logs import FIELDS, JsonFormatter
 from bot.router import Context, Event
 
 
@@ -63,6 +65,17 @@ class Runtime:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+class _TextFormatter(logging.Formatter):
+    """The text format, with the worker's context fields (delivery, repo, issue...) appended."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = FIELDS.get()
+        if fields and "delivery=" not in record.getMessage():
+            line += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
+        return line
+
+
 class RedactSecrets(logging.Filter):
     """Last line of defence: nothing we log should hold a secret, but if a message ever does
     (a token in an exception text, say), it is replaced before it reaches the log."""
@@ -71,17 +84,30 @@ class RedactSecrets(logging.Filter):
     TOKEN = re.compile(r"\b(?:gh[opsu]_[A-Za-z0-9]{16,}|github_pat_\w{20,}|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]+"
                        r"|[a-z][a-z0-9]{1,9}_(?:sk|pk|gw)_[0-9A-Za-z]{36})\b")
 
-    def __init__(self, secrets: Iterable[str | None] = ()):
+    def __init__(self, secrets: Iterable[str | SecretStr | None] = ()):
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 6]
+        plain = (s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets)
+        self.secrets = [s for s in plain if s and len(s) >= 6]
+
+    def redact(self, text: str) -> str:
+        redacted = self.TOKEN.sub("[redacted]", text)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "[redacted]")
+        return redacted
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = self.TOKEN.sub("[redacted]", message)
-        for secret in self.secrets:
-            redacted = redacted.replace(secret, "[redacted]")
+        redacted = self.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        # The traceback too (an exception's text can hold a token): formatted once here, redacted,
+        # and left in exc_text, which every formatter prints instead of formatting it again.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
@@ -98,7 +124,8 @@ def configure_logging(settings: Settings | None = None, level: str | None = None
     level = (level or (settings.log_level if settings else "INFO")).upper()
     logging.getLogger("beekeeper").setLevel(getattr(logging, level, logging.INFO))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    json_lines = settings is not None and getattr(settings, "log_format", "text") == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else _TextFormatter(LOG_FORMAT))
     if settings is not None:
         handler.addFilter(RedactSecrets([settings.webhook_secret, settings.github_client_secret,
                                          settings.secret_key]))

@@ -11,19 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import exists, or_
 from sqlmodel import select
 
 from bot.models import AuditEvent, Grant, GrantDomain
 
 
-def _like(value: str) -> str:
-    escaped = value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _contains(column, value: str):
-    return func.lower(column).like(_like(value), escape="\\")
+    """Case-insensitive substring; SQLAlchemy escapes LIKE's wildcards (autoescape)."""
+    return column.icontains(value, autoescape=True)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import secrets
+import socket
 import tempfile
 import threading
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import yaml
 from flask import Blueprint, abort, current_app, render_template, request, url_for
@@ -71,12 +72,45 @@ def setup_token() -> str:
         return _token
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the interface
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def remote_setup_base(settings, host: str, port: int) -> str | None:
+    """A base URL another machine can open, or None when there is none: BEEKEEPER_PUBLIC_URL when
+    it names a real host; else this machine's address when the server listens on every interface
+    (or on that address); nothing when it listens on loopback only."""
+    public = settings.public_url.rstrip("/")
+    if (urlsplit(public).hostname or "") not in LOOPBACK_NAMES:
+        return public
+    if host in ("127.0.0.1", "::1", "localhost"):
+        return None
+    address = _outward_address() if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    if not address:
+        return None
+    return f"http://{f'[{address}]' if ':' in address else address}:{port}"
+
+
 def announce(settings, host: str, port: int) -> str:
     """The console lines `beekeeper serve` prints while the app is not registered."""
     local = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::', '::1') else host}:{port}/setup"  # noqa: S104
-    remote = f"{settings.public_url}/setup?token={setup_token()}"
+    remote = remote_setup_base(settings, host, port)
+    if remote is None:
+        return (f"Register the GitHub App: open {local} on this machine.\n"
+                f"(It listens on {host} only, so no other machine can reach it; to set it up from elsewhere, "
+                "run `beekeeper serve --host 0.0.0.0` or set BEEKEEPER_PUBLIC_URL.)")
     return (f"Register the GitHub App: open {local} on this machine,\n"
-            f"or from another machine: {remote}\n"
+            f"or from another machine: {remote}/setup?token={setup_token()}\n"
             "(the token is a secret; the setup page closes once credentials are configured)")
 
 

@@ -15,6 +15,7 @@ import threading
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
+from bot.config import plain_secret
 from bot.resources import templates_path
 
 bp = Blueprint("pages_static", __name__, static_folder=str(templates_path() / "static"),
@@ -51,6 +52,15 @@ def no_store(response):
 @bp.get("/")
 def home():
     # The portal (when registered) is the home page; otherwise a short page that says what this is.
+    settings = current_app.config.get("BEEKEEPER_SETTINGS")
+    if settings is not None and "setup.start" in current_app.view_functions and not _app_registered(settings):
+        # First run: the person reading this is the operator. This machine (or the console's link
+        # with the token) goes straight to the setup page; anyone else is told where it is.
+        from bot.setup import is_local_request
+
+        if is_local_request(request.remote_addr, request.headers):
+            return redirect(url_for("setup.start"))
+        return render_template("pages/home.html", not_set_up=True), 503
     if "portal.home" in current_app.view_functions:
         return redirect(url_for("portal.home"))
     return render_template("pages/home.html")
@@ -79,7 +89,7 @@ class SharedKeySessionInterface(SecureCookieSessionInterface):
 
 def install_sessions(app, runtime) -> None:
     """Session signing for `app`: the configured key, or the shared one from the database."""
-    app.secret_key = None if runtime.settings.secret_key_generated else runtime.settings.secret_key
+    app.secret_key = None if runtime.settings.secret_key_generated else plain_secret(runtime.settings.secret_key)
     app.session_interface = SharedKeySessionInterface(runtime)
 
 
@@ -91,6 +101,12 @@ def _redact_in_logs(key: str) -> None:
         for item in handler.filters:
             if isinstance(item, RedactSecrets) and key not in item.secrets:
                 item.secrets.append(key)
+
+
+def _app_registered(settings) -> bool:
+    from bot.setup import credentials_configured
+
+    return credentials_configured(settings)
 
 
 @bp.app_context_processor

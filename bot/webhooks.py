@@ -400,7 +400,8 @@ class WebhookIntake:
             raise Answer(503, {"error": "BEEKEEPER_WEBHOOK_SECRET is not configured"})
         body = _read_body(environ, settings.max_webhook_bytes, settings.webhook_read_seconds,
                           settings.webhook_min_bytes_per_second)
-        if not signature_valid(settings.webhook_secret, body, environ.get("HTTP_X_HUB_SIGNATURE_256")):
+        secret = settings.webhook_secret.get_secret_value()
+        if not signature_valid(secret, body, environ.get("HTTP_X_HUB_SIGNATURE_256")):
             raise Answer(401, {"error": "invalid signature"}, "webhook rejected: bad or missing signature")
 
         event = _header(environ, "HTTP_X_GITHUB_EVENT")

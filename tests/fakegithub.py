@@ -12,6 +12,8 @@ Every call is recorded in `calls` as (method, path, json_body) for assertions.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import re
@@ -31,6 +33,10 @@ BOT_USER = {"login": f"{APP_SLUG}[bot]", "id": 9900001, "type": "Bot", "node_id"
 
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def user_payload(login: str, user_id: int, *, type_: str = "User", created_at: str = "2015-01-01T00:00:00Z") -> dict:
@@ -67,6 +73,7 @@ class FakeGitHub:
     redelivered: list[int] = field(default_factory=list)
     oauth_codes: dict[str, str] = field(default_factory=dict)  # code -> login
     oauth_tokens: dict[str, str] = field(default_factory=dict)  # token -> login
+    oauth_challenges: dict[str, str] = field(default_factory=dict)  # code -> PKCE S256 code_challenge
     # Who is "signed in at GitHub" in a live test's browser: GET /login/oauth/authorize grants at
     # once as this login and redirects back with a fresh code (None: nobody, the page refuses).
     browser_login: str | None = None
@@ -82,7 +89,7 @@ class FakeGitHub:
         "id": 1, "app_id": APP_ID, "app_slug": APP_SLUG, "target_type": "Organization",
         "account": {"login": "acme", "id": 7000001, "type": "Organization"},
         "repository_selection": "selected",
-        "permissions": {"issues": "write", "metadata": "read", "members": "read"},
+        "permissions": {"issues": "write", "metadata": "read", "members": "read", "contents": "read"},
         "events": ["issues", "issue_comment"], "suspended_at": None})
     installation_repos: list[str] = field(default_factory=lambda: ["acme/access"])
     uninstalled_repos: set[str] = field(default_factory=set)  # GET /repos/{repo}/installation -> 404
@@ -194,6 +201,9 @@ class FakeGitHub:
             return self._authorize(data)
         if method == "POST" and path == "/login/oauth/access_token":
             login = self.oauth_codes.pop(data.get("code", ""), None)
+            challenge = self.oauth_challenges.pop(data.get("code", ""), None)
+            if login is not None and challenge is not None and challenge != _s256(data.get("code_verifier", "")):
+                login = None  # GitHub refuses a verifier that does not match the sign-in's challenge
             if login is None:
                 return 200, {}, {"error": "bad_verification_code",
                                  "error_description": "The code passed is incorrect or expired."}
@@ -210,6 +220,8 @@ class FakeGitHub:
             return 403, {}, {"message": "nobody is signed in at the fake GitHub (set browser_login)"}
         code = f"fakecode{next(self._ids)}"
         self.oauth_codes[code] = login
+        if query.get("code_challenge"):
+            self.oauth_challenges[code] = query["code_challenge"]
         params = {"code": code, **({"state": query["state"]} if "state" in query else {})}
         separator = "&" if "?" in redirect_uri else "?"
         return 302, {"Location": f"{redirect_uri}{separator}{urlencode(params)}"}, ""
@@ -220,7 +232,7 @@ class FakeGitHub:
             ("GET", r"/app", lambda m: {"id": APP_ID, "slug": APP_SLUG, "name": "Beekeeper Test",
                                         "owner": {"login": "acme"}, "events": ["issues", "issue_comment"],
                                         "permissions": {"issues": "write", "metadata": "read",
-                                                        "members": "read"}}),
+                                                        "members": "read", "contents": "read"}}),
             ("GET", r"/app/hook/deliveries", lambda m: self._hook_deliveries(query)),
             ("GET", r"/app/hook/config", lambda m: self.hook_config),
             ("GET", r"/app/installations", lambda m: self._page([self.installation], query, "/app/installations")),

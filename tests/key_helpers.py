@@ -46,7 +46,9 @@ def oauth_sign_in(client, fake, person: dict, next_path: str = "/", code: str = 
     fake.oauth_codes[code] = person["login"]
     start = client.get("/auth/login", query_string={"next": next_path})
     assert start.status_code == 302, start.get_data(as_text=True)
-    state = parse_qs(urlparse(start.headers["Location"]).query)["state"][0]
+    query = parse_qs(urlparse(start.headers["Location"]).query)
+    state = query["state"][0]
+    fake.oauth_challenges[code] = query["code_challenge"][0]  # GitHub binds the code to the PKCE challenge
     return client.get("/auth/callback", query_string={"code": code, "state": state})
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -38,7 +40,31 @@ def test_login_sends_the_browser_to_githubs_authorize_page(client, settings):
     assert query["client_id"] == settings.github_client_id
     assert query["redirect_uri"] == f"{settings.public_url}/auth/callback"
     assert len(query["state"]) >= 32
-    assert session_of(client)["_oauth"] == {"state": query["state"], "next": "/claim/freeaichat"}
+    stored = session_of(client)["_oauth"]
+    assert {k: stored[k] for k in ("state", "next")} == {"state": query["state"], "next": "/claim/freeaichat"}
+    # PKCE (RFC 7636, S256): the challenge goes to GitHub, the verifier stays in the signed session.
+    assert query["code_challenge_method"] == "S256"
+    digest = hashlib.sha256(stored["verifier"].encode()).digest()
+    assert query["code_challenge"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert stored["verifier"] not in response.headers["Location"]
+
+
+def test_the_code_exchange_sends_the_pkce_verifier(client, fake_github):
+    response = oauth_sign_in(client, fake_github, APPLICANT)
+    assert response.status_code == 302
+    [exchange] = token_requests(fake_github)
+    assert len(exchange["code_verifier"]) >= 43
+
+
+def test_a_code_bound_to_another_challenge_is_refused(client, fake_github):
+    """A code intercepted from someone else's sign-in is useless without their verifier."""
+    fake_github.oauth_codes["stolen"] = APPLICANT["login"]
+    start = client.get("/auth/login")
+    state = parse_qs(urlparse(start.headers["Location"]).query)["state"][0]
+    fake_github.oauth_challenges["stolen"] = "challenge-of-the-victims-sign-in"
+    response = client.get("/auth/callback", query_string={"code": "stolen", "state": state})
+    assert response.status_code == 400
+    assert "user" not in session_of(client)
 
 
 def test_callback_signs_the_user_in_and_goes_back(client, fake_github):

@@ -359,6 +359,25 @@ def test_bad_contacts(contact, problem):
         assert contact not in result.message + str(result.hint)
 
 
+def _with_validation(**changes):
+    return POLICY.model_copy(update={"validation": POLICY.validation.model_copy(update=changes)})
+
+
+def test_disposable_domains_come_from_the_maintained_list_and_the_policy():
+    # On the package's list (about 10,000 domains), not in the policy file.
+    assert "throwawaymail.com" not in POLICY.validation.disposable_email_domains
+    assert check_contact("a@throwawaymail.com", POLICY).status == ERROR
+    assert check_contact("a@gmail.com", POLICY).status == OK
+    # The policy adds a domain (and its subdomains) ...
+    added = _with_validation(disposable_email_domains=["burner.example.org"])
+    assert check_contact("a@mx.burner.example.org", added).status == ERROR
+    # ... or allows one the list has.
+    allowed = _with_validation(allowed_email_domains=["mailinator.com"])
+    assert check_contact("a@mailinator.com", allowed).status == OK
+    # Without the list only the policy's own domains count.
+    assert check_contact("a@throwawaymail.com", _with_validation(disposable_email_list=False)).status == OK
+
+
 def test_tier_choices():
     assert check_tier("flower", POLICY).status == OK
     assert check_tier("Flower", POLICY).data == {"tier": "flower"}

@@ -90,6 +90,20 @@ def test_deliveries_list_limit_and_empty(db, cli_env):
     assert beekeeper(cli_env, "deliveries", "list", "--status", "bogus").exit_code == 2
 
 
+def test_deliveries_list_json_lines(db, cli_env):
+    import json
+
+    assert beekeeper(cli_env, "deliveries", "list", "--json").stdout == ""  # no rows: no lines, no prose
+    add(db, "d-dead", DeliveryStatus.DEAD, 8, "KeyError: 'issue'", event="issue_comment", action="created")
+    add(db, "d-ok", DeliveryStatus.PROCESSED, 1)
+    result = beekeeper(cli_env, "deliveries", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["delivery_id"] for r in rows] == ["d-ok", "d-dead"]
+    assert rows[1]["status"] == "dead" and rows[1]["attempts"] == 8 and rows[1]["last_error"] == "KeyError: 'issue'"
+    assert (rows[1]["event"], rows[1]["action"]) == ("issue_comment", "created")
+
+
 def test_deliveries_retry_requeues_a_dead_delivery(db, cli_env):
     pk = add(db, "d-dead", DeliveryStatus.DEAD, 8, "boom")
     result = beekeeper(cli_env, "deliveries", "retry", str(pk))

@@ -115,10 +115,10 @@ def test_malformed_settings_are_reported_by_name(name, value, message):
 def test_private_key_from_a_file_and_from_one_line(private_key_pem, tmp_path):
     key_file = tmp_path / "app.pem"
     key_file.write_text(private_key_pem)
-    assert load_settings({"BEEKEEPER_GITHUB_PRIVATE_KEY_PATH": str(key_file)}).github_private_key.startswith(
-        "-----BEGIN PRIVATE KEY-----\n")
+    from_file = load_settings({"BEEKEEPER_GITHUB_PRIVATE_KEY_PATH": str(key_file)}).github_private_key
+    assert from_file.get_secret_value().startswith("-----BEGIN PRIVATE KEY-----\n")
     one_line = private_key_pem.strip().replace("\n", "\\n")  # how some platforms store multi-line values
-    loaded = load_settings({"BEEKEEPER_GITHUB_PRIVATE_KEY": one_line}).github_private_key
+    loaded = load_settings({"BEEKEEPER_GITHUB_PRIVATE_KEY": one_line}).github_private_key.get_secret_value()
     assert loaded == private_key_pem.strip() + "\n"
 
 
@@ -140,7 +140,7 @@ def test_dotenv_file_in_the_working_directory_is_read(clean_env, monkeypatch):
     )
     monkeypatch.setenv("BEEKEEPER_GITHUB_APP_ID", "888")  # the real environment wins over .env
     settings = load_settings()
-    assert settings.webhook_secret == "from-dotenv"
+    assert settings.webhook_secret.get_secret_value() == "from-dotenv"
     assert settings.public_url == "https://dotenv.example.test"
     assert settings.github_app_id == "888"
 
@@ -248,8 +248,39 @@ def test_runtime_refuses_a_bad_policy_at_start(tmp_path, database_url):
 def test_app_manifest_asks_only_for_what_the_bot_uses():
     manifest = yaml.safe_load((ROOT / "app.yml").read_text())
     assert manifest["public"] is False
-    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read"}
+    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read",
+                                               "contents": "read"}
     assert manifest["default_events"] == ["issues", "issue_comment"]  # GitHub refuses `installation` here
     assert manifest["hook_attributes"]["url"].endswith("/webhook")
     assert manifest["redirect_url"] and manifest["callback_urls"]
     assert manifest["name"] and manifest["url"].startswith("https://")
+
+
+def test_no_secret_appears_in_the_settings_repr(private_key_pem):
+    settings = load_settings({"BEEKEEPER_GITHUB_PRIVATE_KEY": private_key_pem, "BEEKEEPER_GITHUB_APP_ID": "1",
+                              "BEEKEEPER_WEBHOOK_SECRET": "hook-secret-value", "BEEKEEPER_SECRET_KEY": "session-key",
+                              "BEEKEEPER_GITHUB_CLIENT_SECRET": "client-secret-value"})
+    text = repr(settings) + str(settings)
+    for secret in ("hook-secret-value", "session-key", "client-secret-value", private_key_pem.splitlines()[1]):
+        assert secret not in text
+    assert settings.webhook_secret.get_secret_value() == "hook-secret-value"
+
+
+def test_log_format_is_text_or_json():
+    assert load_settings({}).log_format == "text"
+    assert load_settings({"BEEKEEPER_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="^BEEKEEPER_LOG_FORMAT must be one of text, json"):
+        load_settings({"BEEKEEPER_LOG_FORMAT": "xml"})
+
+
+def test_env_example_lists_every_setting_and_loads():
+    """.env.example names every variable EnvSettings reads, and copied as-is it is a valid .env."""
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    from bot.config import ENV_PREFIX, EnvSettings
+
+    example = dotenv_values(Path(__file__).resolve().parents[1] / ".env.example")
+    assert set(example) == {ENV_PREFIX + name for name in EnvSettings.model_fields}
+    load_settings({k: v or "" for k, v in example.items()})

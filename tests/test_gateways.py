@@ -110,6 +110,12 @@ def test_cli_signing_keys_generate_rotate_list(cli_env, db, session):
     listing = beekeeper(cli_env, "signing-keys", "list").output
     assert "active signer" in listing and "still published" in listing
     assert "PRIVATE" not in listing
+    import json
+
+    as_json = beekeeper(cli_env, "signing-keys", "list", "--json").output
+    records = [json.loads(line) for line in as_json.splitlines()]
+    assert [(r["active"], r["published"]) for r in records] == [(True, True), (False, True)]
+    assert records[1]["retired_at"] and "PRIVATE" not in as_json
 
 
 def test_cli_allowlist_export_writes_a_verifiable_signed_document(cli_env, db, session, client, tmp_path):

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import socket
+import socketserver
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-import requests
 import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from bot import metrics
 from bot.config import load_settings
 from bot.errors import RetryLater
-from bot.github import MAX_TRIES, GitHubApp, GitHubError, GitHubUnavailable, NotFound
+from bot.github import MAX_TRIES, GitHubApp, GitHubError, GitHubUnavailable, NotFound, _CachedToken
 from tests.fakegithub import API, APP_ID, BOT_USER, FakeGitHub
 
 REPO = "acme/access"
@@ -159,40 +162,95 @@ def test_post_comment_once_after_an_ambiguous_failure_does_not_duplicate(github,
     assert fake_github.count("POST", r"/comments$") == 1
 
 
-def _connection_error(reason: Exception) -> requests.ConnectionError:
-    return requests.ConnectionError(MaxRetryError(None, "/", reason))
+class _ScriptedServer(socketserver.ThreadingTCPServer):
+    """A real HTTP server on 127.0.0.1 (`responses` raises a mocked connection error without going
+    through urllib3's retries, so broken connections are tested on real sockets). Installation
+    tokens are always granted; every other request takes the next action of `script`: "drop"
+    closes the connection after reading the request (no answer), "ok" answers 200/201."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, script: list[str]):
+        self.script = list(script)
+        self.seen: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-def test_connection_errors_retry_reads_and_unsent_writes_only(github, sleeps):
-    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    url = f"{API}/repos/{REPO}/issues/1/comments"
-    with responses.RequestsMock() as rsps:
-        rsps.post(f"{API}/app/installations/1/access_tokens", json={"token": "ghs_x", "expires_at": expires})
-        client = github.for_installation(1)
-        # A read is retried whatever happened.
-        rsps.get(url, body=_connection_error(ProtocolError("Connection aborted.")))
-        rsps.get(url, json=[])
-        assert list(client.list_comments(REPO, 1)) == []
-        # A write whose connection broke after sending may have succeeded: not sent again.
-        rsps.post(url, body=_connection_error(ProtocolError("Connection aborted.")))
-        with pytest.raises(GitHubUnavailable):
-            client.create_comment(REPO, 1, "once")
-        # A write that never connected is safe to send again.
-        rsps.post(url, body=_connection_error(NewConnectionError(None, "Connection refused")))
-        rsps.post(url, json={"id": 1, "body": "twice"}, status=201)
-        assert client.create_comment(REPO, 1, "twice")["id"] == 1
-        writes = [c for c in rsps.calls if c.request.method == "POST" and c.request.url == url]
-    assert len(writes) == 3  # aborted (given up), refused, succeeded
-    assert len(sleeps) == 2
+class _ScriptedHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(body) < int(length[1]):
+            body += self.request.recv(65536)
+        method, path = head.decode().split(" ")[:2]
+        self.server.seen.append((method, path))
+        if path.endswith("/access_tokens"):
+            expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+            return self._answer(201, {"token": "ghs_scripted", "expires_at": expires})
+        if self.server.script.pop(0) == "drop":
+            return  # the connection closes without an answer
+        self._answer(201 if method == "POST" else 200, {"id": 1, "body": "ok"} if method == "POST" else [])
+
+    def _answer(self, status: int, payload) -> None:
+        text = json.dumps(payload).encode()
+        self.request.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(text)}\r\nConnection: close\r\n\r\n".encode() + text)
 
 
-def test_a_read_timeout_is_retried_for_reads(github, sleeps):
-    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    with responses.RequestsMock() as rsps:
-        rsps.post(f"{API}/app/installations/1/access_tokens", json={"token": "ghs_x", "expires_at": expires})
-        rsps.get(f"{API}/repos/{REPO}/issues/1", body=requests.ReadTimeout("slow"))
-        rsps.get(f"{API}/repos/{REPO}/issues/1", json={"number": 1})
-        assert github.for_installation(1).get_issue(REPO, 1) == {"number": 1}
+@pytest.fixture
+def scripted(private_key_pem, sleeps):
+    servers = []
+
+    def start(script):
+        server = _ScriptedServer(script)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, GitHubApp("424242", private_key_pem, server.url, sleep=sleeps.append).for_installation(1)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_read_whose_connection_broke_is_retried(scripted, sleeps):
+    server, client = scripted(["drop", "ok"])
+    assert list(client.list_comments(REPO, 1)) == []
+    assert [p for m, p in server.seen if m == "GET"] == [f"/repos/{REPO}/issues/1/comments?per_page=100"] * 2
+    assert sleeps == [1.0]
+
+
+def test_a_write_whose_connection_broke_after_sending_is_not_sent_again(scripted, sleeps):
+    """It may have succeeded: the caller looks for it by marker instead (post_comment_once)."""
+    server, client = scripted(["drop", "ok"])
+    with pytest.raises(GitHubUnavailable) as caught:
+        client.create_comment(REPO, 1, "once")
+    assert caught.value.status == 0
+    assert [m for m, _ in server.seen].count("POST") == 2  # the token, and the comment once
+    assert sleeps == []
+
+
+def test_a_write_that_never_connected_is_sent_again(private_key_pem, sleeps):
+    """Connection refused: GitHub cannot have seen it, so retrying is safe (then given up)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = GitHubApp("424242", private_key_pem, f"http://127.0.0.1:{port}", sleep=sleeps.append)
+    app._tokens[1] = _CachedToken("ghs_x", datetime.now(UTC) + timedelta(hours=1))
+    with pytest.raises(GitHubUnavailable):
+        app.for_installation(1).create_comment(REPO, 1, "refused")
+    assert sleeps == [1.0, 2.0, 4.0]  # MAX_TRIES attempts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,3 +391,32 @@ def test_no_token_or_jwt_is_ever_logged(github, fake_github, issue, caplog, slee
     assert token and token not in caplog.text and token not in str(caught.value)
     assert "eyJ" not in caplog.text  # no JWT
     assert "rate limited" in caplog.text  # the wait itself is logged
+
+
+def test_a_retry_after_over_a_minute_goes_back_to_the_inbox(github, fake_github, issue, sleeps):
+    fake_github.fail("POST", rf"^/repos/{REPO}/issues/1/comments$", 403, times=1, headers={"Retry-After": "600"},
+                     body={"message": "You have exceeded a secondary rate limit."})
+    with pytest.raises(RetryLater) as caught:
+        github.for_installation(1).create_comment(REPO, 1, "hello")
+    assert caught.value.after == 600
+    assert sleeps == [] and fake_github.comments_on(REPO, 1) == []
+    assert fake_github.count("POST", rf"^/repos/{REPO}/issues/1/comments$") == 1
+
+
+def test_a_header_only_primary_limit_goes_back_to_the_inbox(github, fake_github, issue, sleeps):
+    """X-RateLimit-Remaining: 0 without GitHub's usual message is still a rate limit, not an error."""
+    reset = int(time.time()) + 120
+    fake_github.fail("GET", rf"^/repos/{REPO}/issues/1$", 403, times=1,
+                     headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
+    with pytest.raises(RetryLater) as caught:
+        github.for_installation(1).get_issue(REPO, 1)
+    assert 110 <= caught.value.after <= 130
+
+
+def test_pygithub_throttling_is_off_and_requesters_are_kept_per_installation(github, fake_github, issue):
+    client = github.for_installation(1)
+    requester = client.requester
+    assert requester._Requester__seconds_between_requests is None
+    assert requester._Requester__seconds_between_writes is None
+    assert github.for_installation(1).requester is requester  # connections are reused
+    assert github.for_installation(2).requester is not requester

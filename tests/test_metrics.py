@@ -32,7 +32,7 @@ def token_client(runtime):
 
 
 def test_the_token_comes_from_beekeeper_metrics_token():
-    assert load_settings({"BEEKEEPER_METRICS_TOKEN": " s3cret "}).metrics_token == "s3cret"
+    assert load_settings({"BEEKEEPER_METRICS_TOKEN": " s3cret "}).metrics_token.get_secret_value() == "s3cret"
     assert load_settings({}).metrics_token is None
 
 

@@ -101,3 +101,22 @@ def test_postgresql_compresses_payloads_with_lz4_and_downgrade_undoes_it():
     finally:
         engine.dispose()
         _drop_pg_database(PG_URL, url)
+
+
+def test_db_revision_writes_the_next_numbered_migration_with_nothing_to_change(engine, tmp_path):
+    head = migrate.head_revision()
+    path = migrate.revision(engine, "nothing changed", version_path=str(tmp_path))
+    assert path.startswith(str(tmp_path)) and path.endswith(f"{migrate.next_revision_id()}_nothing_changed.py")
+    text = open(path).read()
+    assert f"down_revision = '{head}'" in text or f'down_revision = "{head}"' in text
+    assert "op.add_column" not in text and "op.create_table" not in text  # the models match the database
+
+
+def test_alembic_ini_at_the_top_finds_the_migrations():
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    ini = Path(__file__).resolve().parents[1] / "alembic.ini"
+    assert ScriptDirectory.from_config(Config(str(ini))).get_current_head() == migrate.head_revision()

@@ -161,7 +161,7 @@ def test_two_app_instances_without_a_secret_key_accept_each_others_cookies(setti
 
 def test_a_configured_secret_key_is_used_and_nothing_is_stored(app, client, db, settings, world):
     sign_in(client, APPLICANT, world)
-    assert app.secret_key == settings.secret_key
+    assert app.secret_key == settings.secret_key.get_secret_value()
     with Session(db) as s:
         assert s.exec(select(InstanceSecret)).all() == []
 

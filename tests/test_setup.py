@@ -70,7 +70,8 @@ def test_setup_page_posts_the_manifest_with_this_deployments_urls(setup_client):
     assert manifest["setup_url"] == "https://bees.example.org/setup/installed"
     # the browser comes back to the host it is on (localhost during a first run)
     assert manifest["redirect_url"] == "http://localhost/setup/callback"
-    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read"}
+    assert manifest["default_permissions"] == {"issues": "write", "metadata": "read", "members": "read",
+                                               "contents": "read"}
     assert manifest["default_events"] == ["issues", "issue_comment"]
 
 
@@ -127,9 +128,10 @@ def test_callback_exchanges_the_code_and_writes_env_0600(setup_client, unconfigu
     assert values["BEEKEEPER_SECRET_KEY"]  # none was configured: sessions now survive restarts
     loaded = load_settings({k: v for k, v in values.items() if v is not None})
     assert loaded.github_app_id == "987654"  # the stale value was replaced, not duplicated
-    assert loaded.github_private_key.strip() == new_app["pem"].strip()
-    assert loaded.webhook_secret == new_app["webhook_secret"]
-    assert (loaded.github_client_id, loaded.github_client_secret) == (new_app["client_id"], new_app["client_secret"])
+    assert loaded.github_private_key.get_secret_value().strip() == new_app["pem"].strip()
+    assert loaded.webhook_secret.get_secret_value() == new_app["webhook_secret"]
+    client_secret = loaded.github_client_secret.get_secret_value()
+    assert (loaded.github_client_id, client_secret) == (new_app["client_id"], new_app["client_secret"])
 
 
 def test_the_conversion_call_is_unauthenticated(setup_client, new_app, fake_github):
@@ -186,3 +188,23 @@ def test_console_announcement_carries_the_token(settings):
     text = setup.announce(dataclasses.replace(settings, public_url="https://bees.example.org"), "127.0.0.1", 8000)
     assert "http://localhost:8000/setup" in text
     assert f"https://bees.example.org/setup?token={setup.setup_token()}" in text
+
+
+def test_first_page_before_registration_leads_the_operator_to_setup(setup_client):
+    local = setup_client.get("/")
+    assert local.status_code == 302 and local.headers["Location"].endswith("/setup/")
+    remote = setup_client.get("/", environ_base=REMOTE)
+    page = remote.get_data(as_text=True)
+    assert remote.status_code == 503 and "not set up yet" in page
+    assert 'href="/setup/"' in page and "beekeeper serve" in page
+    assert "/me" not in page  # no loop through the portal's sign-in
+
+
+def test_console_names_no_unreachable_address(settings):
+    on_loopback = dataclasses.replace(settings, public_url="http://localhost:8000")
+    text = setup.announce(on_loopback, "127.0.0.1", 8000)
+    assert "another machine" not in text and "token=" not in text
+    assert "--host 0.0.0.0" in text and "BEEKEEPER_PUBLIC_URL" in text
+    everywhere = setup.announce(on_loopback, "0.0.0.0", 8000)
+    assert "localhost:8000/setup?token" not in everywhere  # a real address, or no claim at all
+    assert setup.announce(on_loopback, "192.0.2.10", 8000).count("http://192.0.2.10:8000/setup?token=") == 1

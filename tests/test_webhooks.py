@@ -391,7 +391,7 @@ def test_logs_one_line_per_event_with_the_delivery_id_and_no_secret(client, runt
     assert all("\n" not in line for line in lines)
     token = runtime.github._tokens[1].token
     assert token.startswith("ghs_")
-    for secret in (WEBHOOK_SECRET, token, runtime.settings.github_private_key.splitlines()[1]):
+    for secret in (WEBHOOK_SECRET, token, runtime.settings.github_private_key.get_secret_value().splitlines()[1]):
         assert secret not in caplog.text
 
 

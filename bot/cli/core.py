@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from bot import inbox, migrate
 from bot.cli import pass_state
 from bot.clock import utcnow
+from bot.config import plain_secret
 from bot.db import is_sqlite, reader
 from bot.models import Delivery, DeliveryStatus
 from bot.runtime import configure_logging
@@ -161,7 +162,8 @@ def register(main: click.Group) -> None:
             click.echo(f"processed {w.run_once()} deliveries")
             return
         if metrics_port is not None:
-            server = metrics.serve_worker_metrics(metrics_host, metrics_port, runtime.settings.metrics_token)
+            token = plain_secret(runtime.settings.metrics_token)
+            server = metrics.serve_worker_metrics(metrics_host, metrics_port, token)
             click.echo(f"worker metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
         from bot.reconcile import schedule
 
@@ -192,6 +194,18 @@ def register(main: click.Group) -> None:
         current, head = migrate.current_revision(engine), migrate.head_revision()
         click.echo(f"current: {current or 'empty'}  head: {head}  {'up to date' if current == head else 'PENDING'}")
 
+    @db.command("revision")
+    @click.option("-m", "--message", required=True, help="What the migration changes (becomes the file name).")
+    @click.option("--empty", is_flag=True, help="An empty migration instead of comparing models and database.")
+    @pass_state
+    def db_revision(state, message: str, empty: bool) -> None:
+        """Write a new migration: the models compared with the database (alembic --autogenerate)."""
+        engine = state.runtime.engine
+        if not empty and migrate.pending(engine):
+            raise click.ClickException("the database is not at head: run `beekeeper db upgrade` first")
+        path = migrate.revision(engine, message, autogenerate=not empty)
+        click.echo(f"wrote {path}; review it, then `beekeeper db upgrade`")
+
     @main.group()
     def deliveries() -> None:
         """Inspect and retry webhook deliveries."""
@@ -200,14 +214,22 @@ def register(main: click.Group) -> None:
     @click.option("--status", type=click.Choice(["failed", "dead", *DeliveryStatus.ALL]), default=None,
                   help="failed = waiting for a retry")
     @click.option("--limit", default=50, show_default=True, type=int)
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
     @pass_state
-    def deliveries_list(state, status: str | None, limit: int) -> None:
+    def deliveries_list(state, status: str | None, limit: int, as_json: bool = False) -> None:
         """List deliveries, newest first."""
         query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
         if status:
             query = query.where(Delivery.status == (DeliveryStatus.RETRY if status == "failed" else status))
         with Session(reader(state.runtime.engine)) as session:
             rows = session.exec(query).all()
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps({
+                    "id": row.id, "delivery_id": row.delivery_id, "event": row.event, "action": row.action,
+                    "status": row.status, "attempts": row.attempts, "received_at": row.received_at.isoformat(),
+                    "installation_id": row.installation_id, "last_error": row.last_error}))
+            return
         if not rows:
             click.echo("no deliveries")
             return
@@ -247,8 +269,12 @@ def register(main: click.Group) -> None:
         if not runtime.github.configured:
             raise click.ClickException("redeliver needs the app's credentials: set BEEKEEPER_GITHUB_APP_ID and "
                                        "BEEKEEPER_GITHUB_PRIVATE_KEY (or BEEKEEPER_GITHUB_PRIVATE_KEY_PATH)")
+        from bot.cli.progress import Progress
+
         try:
-            report = redeliver_missed(runtime, since, dry_run=dry_run)
+            with Progress("redeliver") as bar:
+                report = redeliver_missed(runtime, since, dry_run=dry_run,
+                                          progress=lambda guid, done, total: bar.step(guid, done, total))
         except (GitHubError, RetryLater) as exc:
             raise click.ClickException(f"cannot list the app's hook deliveries: {exc}") from None
         click.echo(json.dumps(report.as_dict()))

@@ -66,7 +66,11 @@ def register(main: click.Group) -> None:
 
         runtime = state.runtime
         configure_logging(runtime.settings)
-        report = run_reconcile(runtime, repos=list(repos) or None, dry_run=dry_run)
+        from bot.cli.progress import Progress
+
+        with Progress("reconcile") as bar:
+            report = run_reconcile(runtime, repos=list(repos) or None, dry_run=dry_run,
+                                   progress=lambda repo, done, total: bar.step(repo, done, total))
         click.echo(json.dumps(report.as_dict()))
         if report.errors:
             sys.exit(1)
@@ -80,11 +84,13 @@ def register(main: click.Group) -> None:
     @pass_state
     def db_copy(state, target_url: str, batch: int) -> None:
         """Copy every table to an empty database, then verify row counts and checksums."""
-        from bot.dbcopy import CopyError, copy_database
+        from bot.cli.progress import Progress
+        from bot.dbcopy import CopyError, copy_database, tables
 
         runtime = state.runtime
         try:
-            result = copy_database(runtime.engine, target_url, batch=batch, progress=lambda m: click.echo(m, err=True))
+            with Progress("db copy", total=len(list(tables()))) as bar:
+                result = copy_database(runtime.engine, target_url, batch=batch, progress=bar.step)
         except CopyError as exc:
             raise click.ClickException(str(exc)) from None
         for table in result.tables:

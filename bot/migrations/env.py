@@ -1,4 +1,5 @@
-"""Alembic environment: runs on the connection bot.migrate hands over (no alembic.ini needed)."""
+"""Alembic environment: runs on the connection bot.migrate hands over; run by the `alembic`
+command (alembic.ini at the top), it connects to BEEKEEPER_DATABASE_URL itself."""
 
 from alembic import context
 from sqlmodel import SQLModel
@@ -9,7 +10,18 @@ target_metadata = SQLModel.metadata
 
 
 def run_migrations_online() -> None:
-    connection = context.config.attributes["connection"]
+    connection = context.config.attributes.get("connection")
+    if connection is None:  # the `alembic` command line: the bot's own database setting
+        from bot.config import load_settings
+        from bot.db import get_engine
+
+        with get_engine(load_settings().database_url).begin() as connection:
+            _run(connection)
+        return
+    _run(connection)
+
+
+def _run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
