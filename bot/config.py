@@ -147,6 +147,7 @@ class EnvSettings(BaseSettings):
     WORKER_MAX_ATTEMPTS: str = ""
     WORKER_LEASE_SECONDS: str = ""
     WORKER_POLL_SECONDS: str = ""
+    WORKER_CONCURRENCY: str = ""
     LOG_LEVEL: str = ""
     LOG_FORMAT: str = ""
 

@@ -77,8 +77,9 @@ class Tracker:
 
 
 def test_deliveries_of_one_issue_never_overlap_and_keep_their_order(runtime):
-    """Issue 1's first delivery waits until issues 2 and 3 are done: the pool had free threads
-    all along, yet issue 1's second and third deliveries only started after its first ended."""
+    """Issue 1's first delivery waits until issues 2 and 3 are done (and they wait until it
+    started): the pool had free threads all along, yet issue 1's second and third deliveries
+    only started after its first ended."""
     first = put(runtime.engine, 1, "a")
     others = [put(runtime.engine, 2, "b"), put(runtime.engine, 3, "c")]
     later = [put(runtime.engine, 1, "d"), put(runtime.engine, 1, "e")]
@@ -90,6 +91,8 @@ def test_deliveries_of_one_issue_never_overlap_and_keep_their_order(runtime):
         number = tracker.start(event)
         if event.delivery_id == first:
             tracker.wait(lambda: all(d in tracker.finished for d in others), "issues 2 and 3 never ran alongside")
+        elif number != 1:  # issues 2 and 3 start only once issue 1's first delivery runs: they overlap it
+            tracker.wait(lambda: first in tracker.order[1], "issue 1's first delivery never started")
         tracker.end(event, number)
 
     assert drain(runtime, router, concurrency=4) == 5
