@@ -714,7 +714,11 @@ def drain_concurrently(engine: Engine, router: Router, make_context, *, worker: 
                     changed.wait_for(lambda seen=finished: stopping() or counts["done"] != seen
                                      or counts["in_hand"] == 0)
                 continue
-            keys = _order_keys(engine, ids)
+            try:
+                keys = _order_keys(engine, ids)
+            except BaseException:
+                unstarted.extend(ids)  # released below
+                raise
             start: list[tuple] = []
             with changed:
                 counts["in_hand"] += len(ids)
