@@ -7,14 +7,16 @@ by --database-url, dropped afterwards):
 - GitHub is tests/fakegithub.FakeGitHub served by werkzeug (threaded), every answer delayed by
   `--github-ms` (20 ms), as a real API round trip would be;
 - the web is gunicorn as the fault suite runs it (deploy/gunicorn.conf.py, 2 × gthread 8);
-- one `beekeeper worker --concurrency C` process per round, C taken in turn from
+- `--processes` (1) `beekeeper worker --concurrency C` processes per round, C taken in turn from
   `--concurrency` (default "1,4": before and after), so every setting meets the same machine.
 
 Each round files N requests in a repository of its own (valid forms, each applicant an old
 account of their own), sends the N `issues.opened` webhooks at once (N threads) and measures,
 per issue, the time from its webhook being sent to the first POST of its status comment (the
-report) arriving at the fake GitHub. A round fails unless every issue got exactly one status
-comment and every delivery was processed on its first attempt.
+report) arriving at the fake GitHub. The worker is warmed up first by one issue of its own (a
+running worker has its installation token and lazily loaded data already); it polls every 1 s
+(the default), as a `beekeeper worker` process beside gunicorn does. A round fails unless every
+issue got exactly one status comment and every delivery was processed on its first attempt.
 
     .venv/bin/python benchmarks/worker_burst.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
@@ -77,7 +79,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: float) -> dict:
+def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: float, processes: int = 1) -> dict:
     from tests.fault.harness import file_request, wait_until
 
     fake = live["github"].fake
@@ -85,10 +87,24 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
     # The only installed repository, so it is served without a policy list (bot.served); the
     # worker starts after this, so its memo of the installation's repositories is fresh.
     fake.installation_repos[:] = [repo]
-    opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}
+    opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}  # issue N+1: the warm-up
     bot, hooks = live["bot"], live["hooks"]
-    worker = bot.start_worker(extra_env={"BEEKEEPER_WORKER_CONCURRENCY": str(concurrency)}, batch=10)
-    bot.wait_workers_started()
+    logs = [bot.workdir / f"worker-{n}.log" for n in range(processes)]  # reused by every round (appended to)
+
+    def started_lines() -> list[int]:
+        return [log.read_text(errors="replace").count("beekeeper.worker worker") if log.exists() else 0
+                for log in logs]
+
+    before = started_lines()
+    workers = [bot.start_worker(extra_env={"BEEKEEPER_WORKER_CONCURRENCY": str(concurrency)}, batch=10)
+               for _ in range(processes)]
+    wait_until(lambda: all(a > b for a, b in zip(started_lines(), before, strict=True)), 30,
+               what="the workers to start")  # imports are not measured
+    # A running worker is warm: its first delivery pays for the installation token, the served
+    # repositories, lazily loaded data… One issue first, then the burst.
+    warm = file_request(fake, repo, issues + 1)
+    assert hooks.send("issues", warm, str(uuid.uuid4())) == 202
+    wait_until(lambda: (repo, issues + 1) in slow.reported, timeout, interval=0.05, what="the warm-up report")
     sent: dict[int, float] = {}
     ready = threading.Barrier(issues)
 
@@ -109,13 +125,14 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
         wait_until(lambda: live["pending"]() == 0, timeout, interval=0.05, what="the inbox to drain")
     finally:
         bot.stop_workers()
-        assert worker.poll() is not None
+        assert all(worker.poll() is not None for worker in workers)
     for n in opened:
         with fake._lock:
             reports = [c for c in fake.bot_comments(repo, n) if slow.marker in c["body"]]
         assert len(reports) == 1, f"{repo}#{n}: {len(reports)} status comments"
     latencies = [slow.reported[(repo, n)] - sent[n] for n in opened]
-    return {"concurrency": concurrency, "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
+    return {"concurrency": concurrency, "processes": processes, "p50": statistics.median(latencies),
+            "p95": percentile(latencies, 0.95),
             "max": max(latencies), "all_reported": all_reported,
             "github_requests_per_issue": (slow.requests - github_requests) / issues}
 
@@ -126,6 +143,7 @@ def main() -> int:
     parser.add_argument("--issues", type=int, default=60)
     parser.add_argument("--concurrency", default="1,4", help="worker concurrencies to compare, in turn")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="`beekeeper worker` processes, each with C threads")
     parser.add_argument("--github-ms", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a round may take")
     args = parser.parse_args()
@@ -161,7 +179,7 @@ def main() -> int:
         "BEEKEEPER_GITHUB_APP_ID": "424242", "BEEKEEPER_GITHUB_PRIVATE_KEY": private_key_pem,
         "BEEKEEPER_WEBHOOK_SECRET": WEBHOOK_SECRET, "BEEKEEPER_SECRET_KEY": "bench-secret-key",
         "BEEKEEPER_POLICY": str(workdir / "policy.yml"), "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance"),
-        "BEEKEEPER_WORKER_POLL_SECONDS": "1.0", "BEEKEEPER_LOG_LEVEL": "WARNING",
+        "BEEKEEPER_WORKER_POLL_SECONDS": "1.0", "BEEKEEPER_LOG_LEVEL": "INFO",
     }
     bot = Bot(env=env, workdir=workdir, web_workers=2)
     bot.env["BEEKEEPER_PUBLIC_URL"] = bot.url
@@ -177,11 +195,9 @@ def main() -> int:
     results: dict[int, list[dict]] = {c: [] for c in settings}
     try:
         bot.start_web()
-        # warm-up: the worker's first token and imports, not measured
-        run_round(live, slow, settings[-1], 2, args.timeout)
         for round_ in range(args.rounds):
             for concurrency in settings:
-                result = run_round(live, slow, concurrency, args.issues, args.timeout)
+                result = run_round(live, slow, concurrency, args.issues, args.timeout, args.processes)
                 results[concurrency].append(result)
                 print(f"round {round_ + 1} concurrency {concurrency}: p50 {result['p50']:.2f} s, "
                       f"p95 {result['p95']:.2f} s, max {result['max']:.2f} s, all reported after "
@@ -199,7 +215,8 @@ def main() -> int:
         engine.dispose()
         _drop_pg_database(args.database_url, url)
 
-    print(f"\n{args.issues} issues opened at once, GitHub answering in {args.github_ms:.0f} ms, "
+    print(f"\n{args.issues} issues opened at once, {args.processes} worker process(es), GitHub answering in "
+          f"{args.github_ms:.0f} ms, "
           f"median (min–max) of {args.rounds} rounds, seconds from webhook sent to report posted:\n")
     print("| worker concurrency | p50 | p95 | max | all reported |")
     print("|---:|---:|---:|---:|---:|")
