@@ -65,6 +65,9 @@ class Settings:
     worker_max_attempts: int = 8
     worker_lease_seconds: int = 30  # renewed by a heartbeat while a delivery is processed
     worker_poll_seconds: float = 1.0
+    # Deliveries a worker processes at once (BEEKEEPER_WORKER_CONCURRENCY); None: 4 on
+    # PostgreSQL, 1 on SQLite (bot.worker.default_concurrency).
+    worker_concurrency: int | None = None
     instance_path: str = "instance"
     log_level: str = "INFO"
     # /metrics and `beekeeper worker --metrics-port` need `Authorization: Bearer <token>`; unset:
@@ -144,6 +147,7 @@ class EnvSettings(BaseSettings):
     WORKER_MAX_ATTEMPTS: str = ""
     WORKER_LEASE_SECONDS: str = ""
     WORKER_POLL_SECONDS: str = ""
+    WORKER_CONCURRENCY: str = ""
     LOG_LEVEL: str = ""
     LOG_FORMAT: str = ""
 
@@ -285,6 +289,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 8, minimum=1),
         worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 30, minimum=1),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0, minimum=0.05),
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 0, minimum=0) or None,
         instance_path=instance_path,
         log_level=_log_level(env),
         dns_nameserver=_ip_address(env, "DNS_NAMESERVER"),

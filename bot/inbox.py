@@ -17,6 +17,7 @@ path deletes a payload.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -24,7 +25,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -539,13 +542,18 @@ class Heartbeat:
 
 def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_seconds: int, max_attempts: int,
           batch: int = 10, should_stop: Callable[[], bool] | None = None,
-          heartbeat_seconds: float | None = None) -> int:
+          heartbeat_seconds: float | None = None, concurrency: int = 1) -> int:
     """Process every due delivery until none is left (or `should_stop()`); returns how many.
 
     With `heartbeat_seconds`, a Heartbeat renews the leases while the batch is processed. On a
     stop request the delivery in hand is finished and the rest of the batch is released at once
-    (not left to run out its lease).
+    (not left to run out its lease). With `concurrency` > 1, up to that many deliveries run at
+    once, those of one issue still one after the other (`drain_concurrently`).
     """
+    if concurrency > 1:
+        return drain_concurrently(engine, router, make_context, worker=worker, lease_seconds=lease_seconds,
+                                  max_attempts=max_attempts, batch=batch, should_stop=should_stop,
+                                  heartbeat_seconds=heartbeat_seconds, concurrency=concurrency)
     done = 0
     while not (should_stop and should_stop()):
         ids = claim(engine, worker, lease_seconds, limit=batch, max_attempts=max_attempts)
@@ -573,6 +581,173 @@ def drain(engine: Engine, router: Router, make_context, *, worker: str, lease_se
                     log.warning("could not release %d deliveries of %s (%s: %.200s); their leases will run out",
                                 len(pending), worker, type(exc).__name__, exc)
     return done
+
+
+# --------------------------------------------------------------------------------------------
+# several deliveries at once (workers)
+# --------------------------------------------------------------------------------------------
+
+
+def order_key(event: str, installation_id: int | None, payload: str | dict) -> tuple:
+    """What a delivery must stay in order with: deliveries with the same key never run at once
+    and run in the order they were stored (by row id).
+
+    An issue or pull request (the issue's comments, edits, labels, its checks' pull request):
+    that issue. Any other event about a repository: the repository's other non-issue events.
+    Anything else (installation events…): the installation's other such events.
+    """
+    data = json.loads(payload) if isinstance(payload, str) else payload
+    if not isinstance(data, dict):
+        return ("installation", installation_id)
+    repo = data.get("repository") if isinstance(data.get("repository"), dict) else {}
+    repo_id = repo.get("id") or repo.get("full_name")
+    number = None
+    for field_name in ("issue", "pull_request"):
+        item = data.get(field_name)
+        if isinstance(item, dict) and item.get("number") is not None:
+            number = item["number"]
+            break
+    if number is None and event in ("pull_request", "pull_request_review", "pull_request_review_comment"):
+        number = data.get("number")
+    if number is None:
+        for field_name in ("check_run", "check_suite"):
+            item = data.get(field_name)
+            pulls = item.get("pull_requests") if isinstance(item, dict) else None
+            if pulls and isinstance(pulls[0], dict) and pulls[0].get("number") is not None:
+                number = pulls[0]["number"]
+                break
+    if repo_id is None:
+        return ("installation", installation_id)
+    if number is None:
+        return ("repository", repo_id)
+    return ("issue", repo_id, number)  # issues and pull requests share one number space per repository
+
+
+def _order_keys(engine: Engine, ids: list[int]) -> dict[int, tuple]:
+    with Session(reader(engine)) as session:
+        rows = session.exec(
+            select(Delivery.id, Delivery.event, Delivery.installation_id, Delivery.payload)
+            .where(Delivery.id.in_(ids))
+        ).all()
+    keys: dict[int, tuple] = {}
+    for pk, event, installation_id, payload in rows:
+        try:
+            keys[pk] = order_key(event, installation_id, payload)
+        except ValueError:  # not JSON: process() records the failure; nothing to keep in order with
+            keys[pk] = ("delivery", pk)
+    for pk in ids:
+        keys.setdefault(pk, ("delivery", pk))  # gone meanwhile: process() says MISSING
+    return keys
+
+
+def drain_concurrently(engine: Engine, router: Router, make_context, *, worker: str, lease_seconds: int,
+                       max_attempts: int, concurrency: int, batch: int = 10,
+                       should_stop: Callable[[], bool] | None = None,
+                       heartbeat_seconds: float | None = None) -> int:
+    """`drain` with up to `concurrency` deliveries processed at once, in a thread pool.
+
+    The claimed deliveries are grouped by `order_key`: one task per group runs that group's
+    deliveries one after the other, in row order, and a delivery claimed while its group is
+    still running joins the end of that group's queue, so two deliveries of one issue never
+    overlap and never swap (within this worker; several worker processes order nothing, as
+    before). At most max(batch, concurrency) deliveries are held at a time; each `process()`
+    opens its own sessions. A stop request (or a failure that escapes `process`, e.g. the
+    database going away) lets every running delivery finish, then releases the rest.
+    """
+    stop_requested = should_stop or (lambda: False)
+    halt = threading.Event()
+    changed = threading.Condition()
+    groups: dict[tuple, deque[int]] = {}  # key -> claimed ids not started yet, for each queued or running group
+    unstarted: list[int] = []
+    failures: list[BaseException] = []
+    counts = {"in_hand": 0, "done": 0}
+    hold = max(batch, concurrency)
+
+    def stopping() -> bool:
+        return halt.is_set() or stop_requested()
+
+    def run_group(key: tuple) -> None:
+        while True:
+            with changed:
+                queue = groups[key]
+                if queue and stopping():
+                    unstarted.extend(queue)
+                    counts["in_hand"] -= len(queue)
+                    queue.clear()
+                if not queue:
+                    del groups[key]
+                    changed.notify_all()
+                    return
+                pk = queue.popleft()
+            try:
+                process(engine, pk, worker, router, make_context, max_attempts)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller of drain, after the others finish
+                with changed:
+                    failures.append(error)
+                    unstarted.append(pk)
+                    halt.set()
+            else:
+                with changed:
+                    counts["done"] += 1
+            with changed:
+                counts["in_hand"] -= 1
+                changed.notify_all()
+
+    beat = Heartbeat(engine, worker, lease_seconds, heartbeat_seconds) if heartbeat_seconds else None
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{worker}-task")
+    try:
+        if beat is not None:
+            beat.__enter__()
+        while True:
+            with changed:
+                changed.wait_for(lambda: stopping() or counts["in_hand"] < hold)
+                if stopping():
+                    break
+                room, finished = hold - counts["in_hand"], counts["done"]
+            ids = claim(engine, worker, lease_seconds, limit=room, max_attempts=max_attempts)
+            if not ids:
+                with changed:
+                    if counts["in_hand"] == 0:
+                        break
+                    # Nothing due now: once a running delivery finishes, look again (a
+                    # delivery stored meanwhile, or everything done).
+                    changed.wait_for(lambda seen=finished: stopping() or counts["done"] != seen
+                                     or counts["in_hand"] == 0)
+                continue
+            try:
+                keys = _order_keys(engine, ids)
+            except BaseException:
+                unstarted.extend(ids)  # released below
+                raise
+            start: list[tuple] = []
+            with changed:
+                counts["in_hand"] += len(ids)
+                for pk in ids:
+                    key = keys[pk]
+                    if key in groups:
+                        groups[key].append(pk)
+                    else:
+                        groups[key] = deque([pk])
+                        start.append(key)
+            for key in start:
+                pool.submit(run_group, key)
+    except BaseException:
+        halt.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)  # every running delivery finishes; queued groups give their ids back
+        if beat is not None:
+            beat.__exit__(None, None, None)
+        leftover = unstarted + [pk for queue in groups.values() for pk in queue]
+        if leftover:
+            try:
+                release(engine, worker, sorted(leftover))
+            except Exception as exc:  # noqa: BLE001 - then the leases run out (short) instead
+                log.warning("could not release %d deliveries of %s (%s: %.200s); their leases will run out",
+                            len(leftover), worker, type(exc).__name__, exc)
+    if failures:
+        raise failures[0]
+    return counts["done"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,11 +32,23 @@ def heartbeat_interval(lease_seconds: float) -> float:
     return max(0.05, lease_seconds / 3)
 
 
+def default_concurrency(runtime: Runtime) -> int:
+    """Deliveries processed at once when not configured: 4 on PostgreSQL; 1 on SQLite, whose
+    single write lock (held by a handler's transaction) would run them one at a time anyway."""
+    if runtime.settings.worker_concurrency:
+        return runtime.settings.worker_concurrency
+    return 1 if runtime.engine.dialect.name == "sqlite" else 4
+
+
 class Worker:
-    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10, router: Router | None = None):
+    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10, router: Router | None = None,
+                 concurrency: int | None = None):
         self.runtime = runtime
         self.name = name or inbox.worker_name()
         self.batch = batch
+        self.concurrency = concurrency if concurrency is not None else default_concurrency(runtime)
+        if self.concurrency < 1:
+            raise ValueError(f"worker concurrency must be at least 1, not {self.concurrency}")
         self.stop_event = threading.Event()
         self._wake = runtime.wake or threading.Event()
         self._last_run: dict[int, float] = {}
@@ -59,6 +71,7 @@ class Worker:
             batch=self.batch,
             should_stop=self.stop_event.is_set,
             heartbeat_seconds=heartbeat_interval(settings.worker_lease_seconds),
+            concurrency=self.concurrency,
         )
 
     def run_periodic(self) -> None:
@@ -74,7 +87,7 @@ class Worker:
                 log.exception("periodic job %s failed", getattr(job, "__name__", job))
 
     def run_forever(self) -> None:
-        log.info("worker %s started", self.name)
+        log.info("worker %s started (%d at a time)", self.name, self.concurrency)
         wake = self._wake
         while not self.stop_event.is_set():
             # Cleared before draining: a delivery stored while we drain sets it again, so the
@@ -90,8 +103,8 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
-        """Graceful stop: the delivery in hand is finished, the rest of the batch released at
-        once for other workers, then `run_forever` returns."""
+        """Graceful stop: the deliveries in hand (one per pool thread) are finished, the rest of
+        the batch released at once for other workers, then `run_forever` returns."""
         self.stop_event.set()
         self._wake.set()
 

@@ -131,13 +131,17 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--once", is_flag=True, help="Drain the inbox once and exit.")
     @click.option("--batch", default=10, show_default=True, type=int)
+    @click.option("--concurrency", type=click.IntRange(1, 64), default=None,
+                  help="Deliveries processed at once (those of one issue still in order). Default: "
+                       "BEEKEEPER_WORKER_CONCURRENCY, else 4 on PostgreSQL and 1 on SQLite.")
     @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                   help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics (0: any free port).")
     @click.option("--metrics-host", default="127.0.0.1", show_default=True,
                   help="Address for --metrics-port (0.0.0.0 for a scraper on another machine: set "
                        "BEEKEEPER_METRICS_TOKEN then).")
     @pass_state
-    def worker(state, once: bool, batch: int, metrics_port: int | None, metrics_host: str) -> None:
+    def worker(state, once: bool, batch: int, concurrency: int | None, metrics_port: int | None,
+               metrics_host: str) -> None:
         """Process stored deliveries (run several against PostgreSQL to scale out).
 
         SIGTERM or SIGINT: the delivery in hand is finished, the rest of the batch released at
@@ -156,7 +160,7 @@ def register(main: click.Group) -> None:
             raise click.ClickException(
                 f"{metrics.MULTIPROC_ENV} is set: that directory is the gunicorn web processes' (their /metrics "
                 "sums it); unset it for `beekeeper worker`, whose --metrics-port serves its own counters")
-        w = Worker(runtime, batch=batch)
+        w = Worker(runtime, batch=batch, concurrency=concurrency)
         if once:
             click.echo(f"processed {w.run_once()} deliveries")
             return

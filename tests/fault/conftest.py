@@ -84,6 +84,9 @@ def live(request, fault_database, private_key_pem, tmp_path_factory):
     proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432) if getattr(
         request.module, "DATABASE_PROXY", False) else None
     github = GitHubServer().start()
+    # Each module installs the app on its own repository (`fake.installation_repos.append(REPO)`):
+    # the lone installed repository is the one served (bot.served), so the fake's default goes.
+    github.fake.installation_repos.clear()
     workdir = tmp_path_factory.mktemp("live")
     # The policy names the repositories served (an unnamed repository's events are ignored).
     served = [repo for repo in (getattr(request.module, "REPO", None), "acme/metrics") if repo]

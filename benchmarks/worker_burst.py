@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""A burst of new requests: N valid issues opened at once → every status report posted.
+
+In one run, on 127.0.0.1 only, against a fresh PostgreSQL database (created on the server named
+by --database-url, dropped afterwards):
+
+- GitHub is tests/fakegithub.FakeGitHub served by werkzeug (threaded), every answer delayed by
+  `--github-ms` (20 ms), as a real API round trip would be;
+- the web is gunicorn as the fault suite runs it (deploy/gunicorn.conf.py, 2 × gthread 8);
+- `--processes` (1) `beekeeper worker --concurrency C` processes per round, C taken in turn from
+  `--concurrency` (default "1,4": before and after), so every setting meets the same machine.
+
+Each round files N requests in a repository of its own (valid forms, each applicant an old
+account of their own), sends the N `issues.opened` webhooks at once (N threads) and measures,
+per issue, the time from its webhook being sent to the first POST of its status comment (the
+report) arriving at the fake GitHub. The worker is warmed up first by one issue of its own (a
+running worker has its installation token and lazily loaded data already); it polls every 1 s
+(the default), as a `beekeeper worker` process beside gunicorn does. A round fails unless every
+issue got exactly one status comment and every delivery was processed on its first attempt.
+
+    .venv/bin/python benchmarks/worker_burst.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+
+Goal (issue 18): 60 issues, p95 ≤ 2 s with GitHub answering in ~20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COMMENT_PATH = re.compile(r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments$")
+
+
+class SlowGitHub:
+    """WSGI middleware: every answer waits `delay` seconds; records when each issue's first
+    status comment was posted (time.monotonic())."""
+
+    def __init__(self, app, delay: float):
+        from bot.comments import STATUS_MARKER
+
+        self.app, self.delay, self.marker = app, delay, STATUS_MARKER
+        self.reported: dict[tuple[str, int], float] = {}
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        time.sleep(self.delay)
+        with self.lock:
+            self.requests += 1
+        match = COMMENT_PATH.search(environ.get("PATH_INFO", ""))
+        if match is None or environ["REQUEST_METHOD"] != "POST":
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        result = self.app(environ, start_response)
+        if self.marker.encode() in body:
+            with self.lock:
+                self.reported.setdefault((match[1], int(match[2])), time.monotonic())
+        return result
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))  # nearest rank
+    return ordered[index]
+
+
+def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: float, processes: int = 1) -> dict:
+    from tests.fault.harness import file_request, wait_until
+
+    fake = live["github"].fake
+    repo = f"bench/burst-{uuid.uuid4().hex[:8]}"
+    # The only installed repository, so it is served without a policy list (bot.served); the
+    # worker starts after this, so its memo of the installation's repositories is fresh.
+    fake.installation_repos[:] = [repo]
+    opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}  # issue N+1: the warm-up
+    bot, hooks = live["bot"], live["hooks"]
+    logs = [bot.workdir / f"worker-{n}.log" for n in range(processes)]  # reused by every round (appended to)
+
+    def started_lines() -> list[int]:
+        return [log.read_text(errors="replace").count("beekeeper.worker worker") if log.exists() else 0
+                for log in logs]
+
+    before = started_lines()
+    workers = [bot.start_worker(extra_env={"BEEKEEPER_WORKER_CONCURRENCY": str(concurrency)}, batch=10)
+               for _ in range(processes)]
+    wait_until(lambda: all(a > b for a, b in zip(started_lines(), before, strict=True)), 30,
+               what="the workers to start")  # imports are not measured
+    # A running worker is warm: its first delivery pays for the installation token, the served
+    # repositories, lazily loaded data… One issue first, then the burst.
+    warm = file_request(fake, repo, issues + 1)
+    assert hooks.send("issues", warm, str(uuid.uuid4())) == 202
+    wait_until(lambda: (repo, issues + 1) in slow.reported, timeout, interval=0.05, what="the warm-up report")
+    sent: dict[int, float] = {}
+    ready = threading.Barrier(issues)
+
+    def send(n: int) -> int:
+        ready.wait()  # all N at once
+        sent[n] = time.monotonic()
+        return hooks.send("issues", opened[n], str(uuid.uuid4()))
+
+    github_requests = slow.requests
+    started = time.monotonic()
+    with ThreadPoolExecutor(issues) as pool:
+        statuses = list(pool.map(send, opened))
+    try:
+        assert statuses == [202] * issues, sorted(set(statuses))
+        wait_until(lambda: all((repo, n) in slow.reported for n in opened), timeout, interval=0.05,
+                   what="every status report")
+        all_reported = time.monotonic() - started
+        wait_until(lambda: live["pending"]() == 0, timeout, interval=0.05, what="the inbox to drain")
+    finally:
+        bot.stop_workers()
+        assert all(worker.poll() is not None for worker in workers)
+    for n in opened:
+        with fake._lock:
+            reports = [c for c in fake.bot_comments(repo, n) if slow.marker in c["body"]]
+        assert len(reports) == 1, f"{repo}#{n}: {len(reports)} status comments"
+    latencies = [slow.reported[(repo, n)] - sent[n] for n in opened]
+    return {"concurrency": concurrency, "processes": processes, "p50": statistics.median(latencies),
+            "p95": percentile(latencies, 0.95),
+            "max": max(latencies), "all_reported": all_reported,
+            "github_requests_per_issue": (slow.requests - github_requests) / issues}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="a PostgreSQL server (a database is created on it)")
+    parser.add_argument("--issues", type=int, default=60)
+    parser.add_argument("--concurrency", default="1,4", help="worker concurrencies to compare, in turn")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="`beekeeper worker` processes, each with C threads")
+    parser.add_argument("--github-ms", type=float, default=20.0)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a round may take")
+    args = parser.parse_args()
+    settings = [int(c) for c in args.concurrency.split(",")]
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from sqlalchemy.engine import make_url
+    from sqlmodel import Session, select
+
+    from bot import migrate
+    from bot.db import make_engine
+    from bot.models import Delivery, DeliveryStatus
+    from tests.conftest import WEBHOOK_SECRET, _create_pg_database, _drop_pg_database
+    from tests.fault.harness import Bot, GitHubServer, HookLog
+
+    private_key_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    if not args.database_url.startswith("postgresql"):
+        raise SystemExit("--database-url must be a PostgreSQL server: the worker pools only there")
+    url = _create_pg_database(args.database_url)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    github = GitHubServer()
+    slow = SlowGitHub(github.chaos.app, args.github_ms / 1000)
+    github.chaos.app = slow
+    github.start()
+    workdir = Path(tempfile.mkdtemp(prefix="bk-burst-"))
+    (workdir / "policy.yml").write_text("reconcile_interval_minutes: 0\n")
+    env = {
+        "BEEKEEPER_DATABASE_URL": make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+        "BEEKEEPER_GITHUB_API_URL": github.api_url, "BEEKEEPER_GITHUB_URL": github.web_url,
+        "BEEKEEPER_GITHUB_APP_ID": "424242", "BEEKEEPER_GITHUB_PRIVATE_KEY": private_key_pem,
+        "BEEKEEPER_WEBHOOK_SECRET": WEBHOOK_SECRET, "BEEKEEPER_SECRET_KEY": "bench-secret-key",
+        "BEEKEEPER_POLICY": str(workdir / "policy.yml"), "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance"),
+        "BEEKEEPER_WORKER_POLL_SECONDS": "1.0", "BEEKEEPER_LOG_LEVEL": "INFO",
+    }
+    bot = Bot(env=env, workdir=workdir, web_workers=2)
+    bot.env["BEEKEEPER_PUBLIC_URL"] = bot.url
+    hooks = HookLog(github.fake, f"{bot.url}/webhook", WEBHOOK_SECRET)
+    github.hooks = hooks
+
+    def pending() -> int:
+        with Session(engine) as session:
+            return sum(1 for status in session.exec(select(Delivery.status)).all()
+                       if status not in (DeliveryStatus.PROCESSED, DeliveryStatus.SKIPPED))
+
+    live = {"bot": bot, "github": github, "hooks": hooks, "pending": pending}
+    results: dict[int, list[dict]] = {c: [] for c in settings}
+    try:
+        bot.start_web()
+        for round_ in range(args.rounds):
+            for concurrency in settings:
+                result = run_round(live, slow, concurrency, args.issues, args.timeout, args.processes)
+                results[concurrency].append(result)
+                print(f"round {round_ + 1} concurrency {concurrency}: p50 {result['p50']:.2f} s, "
+                      f"p95 {result['p95']:.2f} s, max {result['max']:.2f} s, all reported after "
+                      f"{result['all_reported']:.2f} s ({result['github_requests_per_issue']:.1f} GitHub "
+                      "requests per issue)", flush=True)
+        with Session(engine) as session:
+            attempts = set(session.exec(select(Delivery.attempts)).all())
+        assert attempts == {1}, f"some delivery needed more than one attempt: {attempts}"
+    except BaseException:
+        print(bot.log_tail())
+        raise
+    finally:
+        bot.stop_all()
+        github.stop()
+        engine.dispose()
+        _drop_pg_database(args.database_url, url)
+
+    print(f"\n{args.issues} issues opened at once, {args.processes} worker process(es), GitHub answering in "
+          f"{args.github_ms:.0f} ms, "
+          f"median (min–max) of {args.rounds} rounds, seconds from webhook sent to report posted:\n")
+    print("| worker concurrency | p50 | p95 | max | all reported |")
+    print("|---:|---:|---:|---:|---:|")
+    for concurrency, rows in results.items():
+        cells = []
+        for key in ("p50", "p95", "max", "all_reported"):
+            values = [r[key] for r in rows]
+            cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})")
+        print(f"| {concurrency} | " + " | ".join(cells) + " |")
+    print(json.dumps({str(c): rows for c, rows in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
