@@ -123,13 +123,14 @@ interface Tier {
   limits: Readonly<Record<string, unknown>>;
 }
 
+const SECRET = 0, PUBLISHABLE = 1, ORIGIN = 2, REFERRER = 3;
 const SLOTS = [ALLOWED_SECRET_KEY, ALLOWED_PUBLISHABLE_KEY, ALLOWED_ORIGIN, ALLOWED_REFERRER];
 
 class Grant {
-  readonly hosts: string[];
-  readonly suffixes: string[];
+  readonly hosts: string[] = [];
+  readonly suffixes: string[] = [];
   keys: Key[] = [];
-  private decisions: (Decision | undefined)[] = [undefined, undefined, undefined, undefined];
+  private decisions: (Decision | undefined)[] | null = null;
 
   constructor(
     readonly appId: string,
@@ -139,17 +140,21 @@ class Grant {
     readonly domains: string[],
     readonly names: string[],
   ) {
-    this.hosts = domains.filter((d) => !d.startsWith("*."));
-    this.suffixes = domains.filter((d) => d.startsWith("*.")).map((d) => d.slice(2));
+    for (const domain of domains) {
+      if (domain.startsWith("*.")) this.suffixes.push(domain.slice(2));
+      else this.hosts.push(domain);
+    }
   }
 
-  allow(reason: string): Decision {
-    const slot = SLOTS.indexOf(reason);
-    let decision = this.decisions[slot];
+  /** The grant's allowing Decision for a slot (SECRET…REFERRER), made once and shared. */
+  allow(slot: number): Decision {
+    if (this.tier === undefined) return UNKNOWN_TIER;
+    const decisions = (this.decisions ??= [undefined, undefined, undefined, undefined]);
+    let decision = decisions[slot];
     if (decision === undefined) {
-      if (this.tier === undefined) return UNKNOWN_TIER;
-      decision = Object.freeze({ allowed: true, tier: this.tier.name, limits: this.tier.limits, appId: this.appId, reason });
-      this.decisions[slot] = decision;
+      decision = Object.freeze({ allowed: true, tier: this.tier.name, limits: this.tier.limits, appId: this.appId,
+        reason: SLOTS[slot] });
+      decisions[slot] = decision;
     }
     return decision;
   }
@@ -168,7 +173,8 @@ class Grant {
 }
 
 class Key {
-  readonly unconditional: Decision | null;
+  /** A secret key that never expires and is not revoked needs no further check. */
+  readonly unconditional: boolean;
   constructor(
     readonly digest: string,
     readonly grant: Grant,
@@ -176,7 +182,7 @@ class Key {
     readonly expires: number | null,
     readonly revoked: boolean,
   ) {
-    this.unconditional = !publishable && expires === null && !revoked ? grant.allow(ALLOWED_SECRET_KEY) : null;
+    this.unconditional = !publishable && expires === null && !revoked;
   }
 }
 
@@ -254,8 +260,11 @@ class Snapshot {
   }
 
   private grant(entry: Doc): Grant {
-    const grant = new Grant(entry.app_id, this.tiers.get(entry.tier), entry.tier, entry.version,
-      [...entry.domains], [...entry.referrers]);
+    if (!Array.isArray(entry.domains) || !Array.isArray(entry.referrers) || !Array.isArray(entry.keys)) {
+      throw new TypeError("a grant's domains, referrers and keys must be lists");
+    }
+    const grant = new Grant(entry.app_id, this.tiers.get(entry.tier), entry.tier, entry.version, entry.domains,
+      entry.referrers);
     grant.keys = entry.keys.map((k: Doc) => {
       if (typeof k.sha256 !== "string" || k.sha256.length !== 64) throw new TypeError("sha256 must be 64 hex digits");
       return new Key(k.sha256, grant, k.kind === "publishable",
@@ -297,7 +306,7 @@ class Snapshot {
   allowPublishable(key: Key, host: string, origin: string | null): Decision {
     const grant = key.grant;
     if (!grant.serves(host)) return ORIGIN_NOT_ALLOWED;
-    const decision = grant.allow(ALLOWED_PUBLISHABLE_KEY);
+    const decision = grant.allow(PUBLISHABLE);
     if (origin && key.expires === null && decision.allowed) {
       let hits = this.publishableHits.get(key);
       if (hits === undefined) {
@@ -856,7 +865,7 @@ export class AllowlistClient {
       if (digest === BAD_CHECKSUM) return MALFORMED_KEY;
       const entry = state.byHash.get(digest);
       if (entry === undefined) return UNKNOWN_KEY;
-      if (entry.unconditional !== null) return entry.unconditional;
+      if (entry.unconditional) return entry.grant.allow(SECRET);
       if (source) {
         const hit = state.publishableHits.get(entry)?.get(source);
         if (hit !== undefined) return hit;
@@ -868,12 +877,12 @@ export class AllowlistClient {
       const grant = state.byName.get(request.appId); // by equality: an app id is a name, never a host
       if (grant === undefined) return UNKNOWN_REFERRER;
       if (host === null) return ORIGIN_REQUIRED;
-      return grant.serves(host) ? grant.allow(ALLOWED_REFERRER) : ORIGIN_NOT_ALLOWED;
+      return grant.serves(host) ? grant.allow(REFERRER) : ORIGIN_NOT_ALLOWED;
     }
     if (host !== null) {
       const grant = state.grantForHost(host);
       if (grant === undefined) return UNKNOWN_ORIGIN;
-      return grant.allow(ALLOWED_ORIGIN);
+      return grant.allow(ORIGIN);
     }
     return source ? UNKNOWN_ORIGIN : NO_CREDENTIALS;
   }
@@ -887,7 +896,7 @@ export class AllowlistClient {
   private checkKey(state: Snapshot, entry: Key, now: number, source: string | null): Decision {
     if (entry.revoked) return KEY_REVOKED;
     if (entry.expires !== null && now >= entry.expires) return KEY_EXPIRED;
-    if (!entry.publishable) return entry.grant.allow(ALLOWED_SECRET_KEY);
+    if (!entry.publishable) return entry.grant.allow(SECRET);
     const host = source ? hostOf(source) : null;
     if (host === null) return ORIGIN_REQUIRED;
     return state.allowPublishable(entry, host, source);
