@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { CompactSign, importJWK } from "jose";
 import { AllowlistClient } from "../dist/index.js";
+import { sha256Hex } from "../dist/node.js";
 
 const args = Object.fromEntries(process.argv.slice(2).join(" ").split("--").filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const GRANTS = Number(args.grants ?? 100_000);
@@ -103,6 +104,8 @@ async function floorWebCrypto(key) {
 const floorSync = (key) => floorIndex.get(sha256(key));
 const cold = new AllowlistClient({ jwks: VECTORS.jwks, keyCacheSize: 0 });
 await cold.load(jws);
+const coldNode = new AllowlistClient({ jwks: VECTORS.jwks, keyCacheSize: 0, sha256: sha256Hex });
+await coldNode.load(jws);
 const unknown = Array.from({ length: DISTINCT }, (_, i) => apiKey("sk", GRANTS + i));
 
 const secretDigests = secret.map(sha256);
@@ -119,6 +122,8 @@ const cases = [
   ["miss: unknown Origin", (i) => client.check({ origin: `https://nowhere${i % DISTINCT}.example.org` })],
   ["first sight: secret key (keyCacheSize 0)", (i) => cold.check({ key: secret[i % DISTINCT] })],
   ["first sight: publishable key + Origin (keyCacheSize 0)", (i) => cold.check({ key: publishable[i % DISTINCT], origin: `https://app${i % DISTINCT}.example.com` })],
+  ["first sight: secret key (keyCacheSize 0, node:crypto sha256)", (i) => coldNode.check({ key: secret[i % DISTINCT] })],
+  ["first sight: publishable key + Origin (keyCacheSize 0, node:crypto sha256)", (i) => coldNode.check({ key: publishable[i % DISTINCT], origin: `https://app${i % DISTINCT}.example.com` })],
 ];
 for (const [, fn] of cases) for (let i = 0; i < 2 * DISTINCT; i++) await fn(i); // warm up
 const results = [];

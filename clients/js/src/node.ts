@@ -3,6 +3,7 @@
  * Node.js adapters: an Express/Connect-style middleware (also usable with plain `http`), and a
  * state store in a file. The only module of the package that uses Node APIs.
  */
+import { createHash } from "node:crypto";
 import { keyFromHeaders, refusal } from "./index.js";
 import type { AllowlistClient, Decision, HighWater, StateStore } from "./index.js";
 
@@ -82,4 +83,10 @@ export function fileStateStore(path: string): StateStore {
       await rename(temporary, path);
     },
   };
+}
+
+/** The hex SHA-256 of a key with node:crypto, synchronously: pass it as `sha256` to the client
+ * in Node (WebCrypto's async digest costs a thread-pool round trip per key seen first). */
+export function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }

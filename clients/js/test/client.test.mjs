@@ -193,3 +193,17 @@ test("a remembered key is refused once a delta removes its grant", async () => {
   await client.load(DOCS["delta-v12-since-10"]);
   assert.equal((await client.check({ key: VECTORS.keys["victim-secret"] })).reason, "unknown key");
 });
+
+test("an injected synchronous sha256 (node:crypto) gives the same decisions as WebCrypto", async () => {
+  const { sha256Hex } = await import("../dist/node.js");
+  const webcrypto = new AllowlistClient({ jwks: VECTORS.jwks, clock: now, keyCacheSize: 0 });
+  const node = new AllowlistClient({ jwks: VECTORS.jwks, clock: now, keyCacheSize: 0, sha256: sha256Hex });
+  await webcrypto.load(DOCS["full-v10"]);
+  await node.load(DOCS["full-v10"]);
+  for (const name of Object.keys(VECTORS.keys)) {
+    for (const origin of [undefined, "https://shop.example"]) {
+      assert.deepEqual(await node.check({ key: VECTORS.keys[name], origin }), await webcrypto.check({ key: VECTORS.keys[name], origin }), name);
+    }
+  }
+  assert.equal((await node.check({ key: VECTORS.keys.secret })).reason, "secret key");
+});
