@@ -835,20 +835,24 @@ export class AllowlistClient {
     const signed = encoder.encode(token); // ASCII: the signing input is its bytes up to the second dot
     if (signed.length !== token.length) throw new SignatureError("not a compact JWS (non-ASCII)");
     const end = parts[0].length + 1 + parts[1].length;
-    let valid = false;
+    // WebCrypto verifies off the main thread where it can (Node: the thread pool), so the payload
+    // is decoded and parsed meanwhile; nothing of it is used unless the signature verifies.
+    let verifying: Promise<boolean>;
     try {
-      const signature = b64urlDecode(parts[2]);
-      valid = await crypto.subtle.verify("Ed25519", key as CryptoKey, signature, signed.subarray(0, end));
+      verifying = crypto.subtle.verify("Ed25519", key as CryptoKey, b64urlDecode(parts[2]), signed.subarray(0, end));
     } catch {
-      valid = false;
+      verifying = Promise.resolve(false);
     }
-    if (!valid) throw new SignatureError(`the signature does not verify with key ${kid}`);
     let doc: unknown;
+    let parseError = false;
     try {
       doc = b64urlJson(signed.subarray(parts[0].length + 1, end));
     } catch {
-      throw new DocumentError("the signed payload is not base64url JSON");
+      parseError = true;
     }
+    const valid = await verifying.catch(() => false);
+    if (!valid) throw new SignatureError(`the signature does not verify with key ${kid}`);
+    if (parseError) throw new DocumentError("the signed payload is not base64url JSON");
     if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new DocumentError("the signed payload is not a JSON object");
     return doc as Doc;
   }
