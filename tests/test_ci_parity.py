@@ -55,12 +55,32 @@ def test_the_ci_script_runs_both_suites_and_fails_at_the_end(tmp_path):
     (bin_dir / "pytest").write_text(f'#!/bin/sh\necho "pytest ${{BEEKEEPER_TEST_DATABASE_URL:-sqlite}}" >> {log}\n'
                                     '[ -n "$BEEKEEPER_TEST_DATABASE_URL" ]\n')
     (bin_dir / "ruff").write_text("#!/bin/sh\nexit 0\n")
-    for name in ("pytest", "ruff"):
+    (bin_dir / "npm").write_text(f'#!/bin/sh\necho "npm $1 in $(basename $(dirname $PWD))/$(basename $PWD)" >> {log}\n')
+    for name in ("pytest", "ruff", "npm"):
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("BEEKEEPER_TEST_DATABASE_URL", None)
     result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + section], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+                            text=True, timeout=60, check=False, cwd=ROOT)
     assert result.returncode == 1
-    assert log.read_text().splitlines() == ["pytest sqlite", "pytest postgresql://postgres@127.0.0.1:5432/postgres"]
+    assert log.read_text().splitlines() == ["pytest sqlite", "pytest postgresql://postgres@127.0.0.1:5432/postgres",
+                                            "npm ci in clients/js", "npm test in clients/js"]
     assert "CI FAILED: SQLite suite" in result.stdout
+
+
+def test_a_failing_javascript_client_fails_ci_at_the_end(tmp_path):
+    """The JavaScript gateway client's step (issue 19) is collected like the suites."""
+    script = (ROOT / ".ci" / "run").read_text()
+    section = script[script.index("failed=()"):]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pytest").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "ruff").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "npm").write_text('#!/bin/sh\n[ "$1" != test ]\n')
+    for name in ("pytest", "ruff", "npm"):
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + section], env=env, capture_output=True,
+                            text=True, timeout=60, check=False, cwd=ROOT)
+    assert result.returncode == 1
+    assert "CI FAILED: JavaScript client" in result.stdout

@@ -1,0 +1,135 @@
+"""The conformance vectors (conformance/v1.json, written by conformance/generate.py) through the
+Python gateway client. The JavaScript client (clients/js) runs the same file, so a rule changed on
+one side fails the other side's tests until the vectors and both clients agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.gateway import (
+    HTTP_STATUS,
+    REASONS,
+    AllowlistClient,
+    DocumentError,
+    ExpiredDocumentError,
+    RollbackError,
+    SignatureError,
+    UntrustedKeyError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS_PATH = ROOT / "conformance" / "v1.json"
+VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+URL = "https://beekeeper.test/v1/allowlist"
+
+# The error codes of the vectors, most specific first (UntrustedKeyError is a SignatureError).
+ERRORS = ((UntrustedKeyError, "untrusted-key"), (SignatureError, "signature"), (RollbackError, "rollback"),
+          (ExpiredDocumentError, "expired"), (DocumentError, "document"))
+
+
+class _Answer:
+    def __init__(self, body: str):
+        self.status_code, self.content, self.headers = 200, body.encode(), {}
+
+
+class _Serve:
+    """A session that answers the document it is given (any object with requests.Session.get)."""
+
+    def __init__(self):
+        self.body = ""
+
+    def get(self, url, params=None, headers=None, timeout=None):
+        assert url == URL, url  # the JWKS is pinned (jwks=): never fetched
+        return _Answer(self.body)
+
+
+class _Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _client(jwks=None, trusted_keys=None) -> tuple[AllowlistClient, _Serve, _Clock]:
+    serve, clock = _Serve(), _Clock(VECTORS["now_seconds"])
+    return AllowlistClient(URL, jwks=jwks or VECTORS["jwks"], trusted_keys=trusted_keys, session=serve,
+                           clock=clock), serve, clock
+
+
+def _load(client: AllowlistClient, serve: _Serve, name: str) -> str:
+    serve.body = VECTORS["documents"][name]
+    try:
+        return client.poll()
+    except Exception as exc:  # noqa: BLE001 - mapped to the vectors' codes below, else failed
+        for kind, code in ERRORS:
+            if isinstance(exc, kind):
+                return code
+        raise
+
+
+def _check(client: AllowlistClient, row: dict) -> list:
+    keys = VECTORS["keys"]
+    decision = client.check(key=keys[row["key"]] if row["key"] else None, origin=row["origin"] or None,
+                            referrer=row["app_id"] or None, referer=row["referer"] or None)
+    got = (decision.allowed, decision.app_id if decision.allowed else None, decision.reason,
+           int(HTTP_STATUS[decision.reason][:3]))
+    want = (row["grant"] is not None, row["grant"], row["reason"], row["http"])
+    return [] if got == want else [(row, got)]
+
+
+@pytest.fixture(scope="module")
+def holders():
+    """Clients holding no document, the fresh one, and the fresh one past its expiry."""
+    made = {}
+    for state in ("none", "fresh", "expired"):
+        client, serve, clock = _client()
+        if state != "none":
+            assert _load(client, serve, VECTORS["fresh_document"]) == "updated"
+        if state == "expired":
+            clock.now = VECTORS["expired_clock"]
+        made[state] = client
+    return made
+
+
+def test_every_request_vector(holders):
+    mismatches = []
+    for row in VECTORS["requests"]:
+        mismatches += _check(holders[row["document"]], row)
+    assert mismatches == []
+    assert {row["group"] for row in VECTORS["requests"]} == {"decision-table", "hosts"}
+
+
+@pytest.mark.parametrize("sequence", VECTORS["sequences"], ids=lambda s: s["name"])
+def test_every_document_sequence(sequence):
+    client, serve, clock = _client(sequence["jwks"], sequence.get("trusted_keys"))
+    for step in sequence["steps"]:
+        clock.now = step["clock"]
+        outcome = _load(client, serve, step["document"])
+        assert (outcome, client.version, client.epoch) == (step["expect"], step["version"], step["epoch"]), step
+    mismatches = []
+    for row in sequence.get("requests", ()):
+        mismatches += _check(client, row)
+    assert mismatches == []
+
+
+def test_the_vectors_cover_every_reason_and_error():
+    assert set(VECTORS["reasons"]) == set(REASONS)
+    assert {row["reason"] for row in VECTORS["requests"]} == set(REASONS)
+    assert VECTORS["http_status"] == {reason: int(status[:3]) for reason, status in HTTP_STATUS.items()}
+    expected = {step["expect"] for sequence in VECTORS["sequences"] for step in sequence["steps"]}
+    assert expected == {"updated", "not-modified", "signature", "untrusted-key", "rollback", "expired", "document"}
+
+
+def test_the_committed_vectors_are_what_the_generator_writes_now():
+    """A rule changed on the Python side (the decision table, the reasons, the HTTP statuses, the
+    document format) fails here until `python conformance/generate.py` is run and committed."""
+    spec = importlib.util.spec_from_file_location("conformance_generate", ROOT / "conformance" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert VECTORS_PATH.read_text(encoding="utf-8") == generate.render(), \
+        "conformance/v1.json is out of date: run `python conformance/generate.py` and commit it"
