@@ -26,21 +26,20 @@ def _ensure_counter(session: Session) -> None:
         session.flush()
 
 
-def bump(session: Session, grant: Grant, change: str) -> int:
-    """Give `grant`'s latest change a new version and log it for deltas; returns the version."""
+def _next_version(session: Session) -> int:
+    """The counter's next version (the row lock serialises concurrent bumps)."""
     _ensure_counter(session)
-    version = session.execute(
+    return session.execute(
         update(AllowlistCounter)
         .where(AllowlistCounter.id == 1)
         .values(version=AllowlistCounter.version + 1)
         .returning(AllowlistCounter.version)
     ).scalar_one()
-    grant.version = version
-    grant.updated_at = utcnow()
-    session.add(grant)
-    session.add(AllowlistChange(version=version, grant_id=grant.id, app_id=grant.app_id, change=change))
-    session.flush()
-    return version
+
+
+def bump(session: Session, grant: Grant, change: str) -> int:
+    """Give `grant`'s latest change a new version and log it for deltas; returns the version."""
+    return bump_many(session, [grant], change)
 
 
 def bump_many(session: Session, grants: list[Grant], change: str) -> int | None:
@@ -48,13 +47,7 @@ def bump_many(session: Session, grants: list[Grant], change: str) -> int | None:
     change-log row, so a delta since the version before lists them all. None for no grants."""
     if not grants:
         return None
-    _ensure_counter(session)
-    version = session.execute(
-        update(AllowlistCounter)
-        .where(AllowlistCounter.id == 1)
-        .values(version=AllowlistCounter.version + 1)
-        .returning(AllowlistCounter.version)
-    ).scalar_one()
+    version = _next_version(session)
     now = utcnow()
     for grant in grants:
         grant.version = version

@@ -82,44 +82,40 @@ def is_maintainer_quietly() -> bool:
         return False
 
 
-def maintainer_required(view):
-    """Signed in, and a maintainer somewhere Beekeeper serves; 403 for anyone else."""
+def _scope_required(allowed, refusal: str):
+    """A view decorator: signed in (else the sign-in page), and `allowed(scope)` (else 403 with
+    `refusal`); 503 when GitHub did not answer the permission check."""
 
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if signed_in_user() is None:
-            return redirect(login_url())
-        try:
-            scope = current_scope()
-        except PermissionUnknown:
-            abort(503, description="GitHub did not answer when we checked your permission. Try again in a minute.")
-        if not scope.is_maintainer:
-            abort(403, description="This page is for the platform's maintainers (write access to the "
-                                   "repository, or listed in the policy).")
-        return view(*args, **kwargs)
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if signed_in_user() is None:
+                return redirect(login_url())
+            try:
+                scope = current_scope()
+            except PermissionUnknown:
+                abort(503, description="GitHub did not answer when we checked your permission. Try again in a "
+                                       "minute.")
+            if not allowed(scope):
+                abort(403, description=refusal)
+            return view(*args, **kwargs)
 
-    return wrapped
+        return wrapped
+
+    return decorator
 
 
-def admin_required(view):
-    """Signed in, and one of the policy's `admins` (numeric id or org/team): the platform-wide
-    pages (gateways, signing keys, the whole audit trail and its export). 403 for anyone else,
-    maintainers of a repository included."""
+# Signed in, and a maintainer somewhere Beekeeper serves; 403 for anyone else.
+maintainer_required = _scope_required(
+    lambda scope: scope.is_maintainer,
+    "This page is for the platform's maintainers (write access to the repository, or listed in the policy).")
 
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if signed_in_user() is None:
-            return redirect(login_url())
-        try:
-            scope = current_scope()
-        except PermissionUnknown:
-            abort(503, description="GitHub did not answer when we checked your permission. Try again in a minute.")
-        if not scope.admin:
-            abort(403, description="This page is for the platform's admins (the policy's `admins`: numeric "
-                                   "GitHub ids or org/team).")
-        return view(*args, **kwargs)
-
-    return wrapped
+# Signed in, and one of the policy's `admins` (numeric id or org/team): the platform-wide pages
+# (gateways, signing keys, the whole audit trail and its export). 403 for anyone else,
+# maintainers of a repository included.
+admin_required = _scope_required(
+    lambda scope: scope.admin,
+    "This page is for the platform's admins (the policy's `admins`: numeric GitHub ids or org/team).")
 
 
 def visible_repositories() -> list[str] | None:
