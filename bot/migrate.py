@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 def alembic_config(connection=None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")  # alembic's non-legacy path splitting
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -36,7 +38,8 @@ def revision(engine: Engine, message: str, *, autogenerate: bool = True, version
         config = alembic_config(connection)
         config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
         if version_path:
-            config.set_main_option("version_locations", f"{MIGRATIONS_DIR / 'versions'} {version_path}")
+            locations = os.pathsep.join([str(MIGRATIONS_DIR / "versions"), version_path])
+            config.set_main_option("version_locations", locations)
         script = command.revision(config, message=message, autogenerate=autogenerate, rev_id=next_revision_id(),
                                   version_path=version_path)
     scripts = script if isinstance(script, list) else [script]

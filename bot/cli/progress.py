@@ -4,6 +4,7 @@ stderr, so stdout keeps the command's result (JSON) for scripts."""
 
 from __future__ import annotations
 
+import sys
 from typing import IO
 
 import click
@@ -14,7 +15,7 @@ class Progress:
         self.label = label
         self.total = total
         self.done = 0
-        self.stream = stream or click.get_text_stream("stderr")
+        self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar = None
 
