@@ -24,6 +24,7 @@ from bot.gateway import (
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_PATH = ROOT / "conformance" / "v1.json"
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+FORMAT2 = VECTORS["format2"]
 URL = "https://beekeeper.test/v1/allowlist"
 
 # The error codes of the vectors, most specific first (UntrustedKeyError is a SignatureError).
@@ -32,8 +33,10 @@ ERRORS = ((UntrustedKeyError, "untrusted-key"), (SignatureError, "signature"), (
 
 
 class _Answer:
-    def __init__(self, body: str):
+    def __init__(self, body: str, signature: str | None = None):
         self.status_code, self.content, self.headers = 200, body.encode(), {}
+        if signature is not None:
+            self.headers[FORMAT2["signature_header"]] = signature
 
 
 class _Serve:
@@ -41,10 +44,11 @@ class _Serve:
 
     def __init__(self):
         self.body = ""
+        self.signature = None
 
     def get(self, url, params=None, headers=None, timeout=None):
         assert url == URL, url  # the JWKS is pinned (jwks=): never fetched
-        return _Answer(self.body)
+        return _Answer(self.body, self.signature)
 
 
 class _Clock:
@@ -61,8 +65,12 @@ def _client(jwks=None, trusted_keys=None) -> tuple[AllowlistClient, _Serve, _Clo
                            clock=clock), serve, clock
 
 
-def _load(client: AllowlistClient, serve: _Serve, name: str) -> str:
-    serve.body = VECTORS["documents"][name]
+def _load(client: AllowlistClient, serve: _Serve, name: str, fmt: int = 1) -> str:
+    if fmt == 2:
+        document = FORMAT2["documents"][name]
+        serve.body, serve.signature = document["body"], document["signature"]
+    else:
+        serve.body, serve.signature = VECTORS["documents"][name], None
     try:
         return client.poll()
     except Exception as exc:  # noqa: BLE001 - mapped to the vectors' codes below, else failed
@@ -115,6 +123,52 @@ def test_every_document_sequence(sequence):
     for row in sequence.get("requests", ()):
         mismatches += _check(client, row)
     assert mismatches == []
+
+
+# --- format 2 (conformance["format2"]): the same rules, the document in rows, the signature detached ---
+
+
+@pytest.mark.parametrize("document", [FORMAT2["fresh_document"], "full-v10-columns-reordered"])
+def test_every_request_vector_on_a_format_2_document(document):
+    made = {}
+    for state in ("fresh", "expired"):
+        client, serve, clock = _client()
+        assert _load(client, serve, document, fmt=2) == "updated"
+        if state == "expired":
+            clock.now = VECTORS["expired_clock"]
+        made[state] = client
+    made["none"] = _client()[0]
+    mismatches = []
+    for row in VECTORS["requests"]:
+        mismatches += _check(made[row["document"]], row)
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("sequence", FORMAT2["sequences"], ids=lambda s: s["name"])
+def test_every_format_2_document_sequence(sequence):
+    client, serve, clock = _client(sequence["jwks"], sequence.get("trusted_keys"))
+    if sequence.get("first_format1"):
+        assert _load(client, serve, sequence["first_format1"]) == "updated"
+    for step in sequence["steps"]:
+        clock.now = step["clock"]
+        outcome = _load(client, serve, step["document"], fmt=2)
+        assert (outcome, client.version, client.epoch) == (step["expect"], step["version"], step["epoch"]), step
+    mismatches = []
+    for row in sequence.get("requests", ()):
+        mismatches += _check(client, row)
+    assert mismatches == []
+
+
+def test_the_format_2_vectors_are_format_2_and_cover_every_error():
+    documents = FORMAT2["documents"]
+    for name, document in documents.items():
+        doc = json.loads(document["body"])
+        assert doc["format"] == 2 and set(doc["columns"]) == {"grants", "keys", "removed"}, name
+        assert all(isinstance(row, list) for row in doc["grants"]), name
+    used = {step["document"] for sequence in FORMAT2["sequences"] for step in sequence["steps"]}
+    assert used == set(documents)
+    expected = {step["expect"] for sequence in FORMAT2["sequences"] for step in sequence["steps"]}
+    assert expected == {"updated", "not-modified", "signature", "untrusted-key", "rollback", "expired", "document"}
 
 
 def test_the_vectors_cover_every_reason_and_error():
