@@ -244,18 +244,42 @@ export function bytesToB64url(bytes: Uint8Array): string {
   return out;
 }
 
-/** The base64url form of a 64-hex-digit SHA-256 (TypeError if it is not one). */
+const B64URL_CODES = Array.from(B64URL_CHARS, (c) => c.charCodeAt(0));
+const DIGEST_CODES: number[] = new Array(43).fill(0);
+
+/** The base64url form of a 64-hex-digit SHA-256 (TypeError if it is not one): 6 hex digits
+ * make 4 characters, written into one flat string without a byte array (format 1 loads convert
+ * every digest of the document). */
 export function hexToB64url(hex: unknown): string {
   if (typeof hex !== "string" || hex.length !== 64) throw new TypeError("sha256 must be 64 hex digits");
-  const bytes = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) {
-    const hi = HEX_VALUE[hex.charCodeAt(2 * i) & 127], lo = HEX_VALUE[hex.charCodeAt(2 * i + 1) & 127];
-    if (hi < 0 || lo < 0 || hex.charCodeAt(2 * i) > 127 || hex.charCodeAt(2 * i + 1) > 127) {
-      throw new TypeError("sha256 must be 64 hex digits");
+  const out = DIGEST_CODES;
+  let o = 0;
+  let bad = 0;
+  for (let i = 0; i < 60; i += 6) {
+    let v = 0;
+    for (let j = 0; j < 6; j++) {
+      const code = hex.charCodeAt(i + j);
+      const nibble = HEX_VALUE[code & 127];
+      bad |= nibble | (127 - code);
+      v = (v << 4) | nibble;
     }
-    bytes[i] = (hi << 4) | lo;
+    out[o++] = B64URL_CODES[v >> 18];
+    out[o++] = B64URL_CODES[(v >> 12) & 63];
+    out[o++] = B64URL_CODES[(v >> 6) & 63];
+    out[o++] = B64URL_CODES[v & 63];
   }
-  return bytesToB64url(bytes);
+  let v = 0; // the last 2 bytes: 16 bits → 3 characters
+  for (let j = 60; j < 64; j++) {
+    const code = hex.charCodeAt(j);
+    const nibble = HEX_VALUE[code & 127];
+    bad |= nibble | (127 - code);
+    v = (v << 4) | nibble;
+  }
+  if (bad < 0) throw new TypeError("sha256 must be 64 hex digits");
+  out[o++] = B64URL_CODES[v >> 10];
+  out[o++] = B64URL_CODES[(v >> 4) & 63];
+  out[o] = B64URL_CODES[(v & 15) << 2];
+  return String.fromCharCode.apply(null, out);
 }
 
 class Snapshot {
