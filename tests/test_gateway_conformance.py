@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 from bot.gateway import (
     HTTP_STATUS,
@@ -20,6 +24,7 @@ from bot.gateway import (
     SignatureError,
     UntrustedKeyError,
 )
+from tests.allowlist_support import add_gateway, make_grant
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_PATH = ROOT / "conformance" / "v1.json"
@@ -187,3 +192,56 @@ def test_the_committed_vectors_are_what_the_generator_writes_now():
     spec.loader.exec_module(generate)
     assert VECTORS_PATH.read_text(encoding="utf-8") == generate.render(), \
         "conformance/v1.json is out of date: run `python conformance/generate.py` and commit it"
+
+
+# --- the JavaScript client against this server (when clients/js is built: `npm ci && npm test`) ---
+
+JS_DIR = ROOT / "clients" / "js"
+JS_POLL = """
+import { AllowlistClient } from "./dist/index.js";
+const [url, gatewayKey, key, format] = process.argv.slice(1);
+const answers = [];
+const fetcher = async (u, init) => {
+  const r = await fetch(u, init);
+  answers.push({ status: r.status, type: r.headers.get("content-type"), encoding: r.headers.get("content-encoding"),
+    signature: r.headers.get("x-allowlist-signature") !== null });
+  return r;
+};
+const client = new AllowlistClient({ url, gatewayKey, fetch: fetcher, format: Number(format) });
+const first = await client.poll();
+const second = await client.poll();
+const byKey = await client.check({ key });
+const byOrigin = await client.check({ origin: "https://www.alpha.example.net" });
+console.log(JSON.stringify({ first, second, version: client.version, key: [byKey.reason, byKey.appId],
+  origin: [byOrigin.reason, byOrigin.appId], answers }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "dist" / "index.js").exists()
+                    or not (JS_DIR / "node_modules").exists(), reason="clients/js is not built (npm ci && npm test)")
+def test_the_javascript_client_reads_this_servers_format_2_and_format_1(app, session):
+    """The JS client polls the real server through Node's own fetch: format 2 (gzip, detached
+    signature) by default, the compact JWS with `format: 1`; then a 304."""
+    grant = make_grant(session, "alpha", domains=["alpha.example.com", "*.alpha.example.net"])
+    credential = add_gateway(session, "edge-js")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/allowlist"
+        results = {}
+        for fmt in ("2", "1"):
+            out = subprocess.run(["node", "--input-type=module", "-e", JS_POLL, url, credential, grant.keys["secret"],
+                                  fmt], cwd=JS_DIR, capture_output=True, text=True, timeout=60, check=False)
+            assert out.returncode == 0, out.stderr
+            results[fmt] = json.loads(out.stdout)
+    finally:
+        server.shutdown()
+    for fmt, result in results.items():
+        assert (result["first"], result["second"], result["version"]) == ("updated", "not-modified", 1), fmt
+        assert result["key"] == ["secret key", "alpha"] and result["origin"] == ["origin", "alpha"], fmt
+        document, _jwks, again = result["answers"]
+        assert again["status"] == 304 and document["encoding"] == "gzip", fmt
+    assert results["2"]["answers"][0]["type"] == "application/vnd.beekeeper.allowlist+json; format=2"
+    assert results["2"]["answers"][0]["signature"] is True
+    assert results["1"]["answers"][0]["type"] == "application/jose"
+    assert results["1"]["answers"][0]["signature"] is False
