@@ -289,6 +289,157 @@ SEQUENCES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# Format 2 (bot.allowlist, issue 18): the document as plain JSON bytes (grants as rows under
+# `columns`, digests as base64url of the raw 32 bytes, no key ids, no referrers) and the signature
+# detached (RFC 7797, `b64: false`, in the X-Allowlist-Signature response header). Each document
+# is {"body": the exact bytes as UTF-8 text, "signature": the header value or null (not sent)}.
+# Same key, grants and timestamps as format 1; the sequences run exactly like format 1's, except
+# that each step loads `body` with its `signature`.
+# ------------------------------------------------------------------------------------------------
+
+COLUMNS_V2 = {"grants": ["app_id", "tier", "version", "domains", "keys"],
+              "keys": ["sha256", "kind", "expires_at", "revoked_at"],
+              "removed": ["app_id", "status", "version"]}
+# The same columns in another order: a client reads the header, not fixed positions.
+COLUMNS_V2_REORDERED = {"grants": ["keys", "domains", "version", "tier", "app_id"],
+                        "keys": ["revoked_at", "expires_at", "kind", "sha256"],
+                        "removed": ["version", "status", "app_id"]}
+
+
+def _rows(entries: list[dict], table: str, columns: dict) -> list[list]:
+    names = columns[table]
+    rows = []
+    for entry in entries:
+        if table == "grants":
+            entry = dict(entry, keys=_rows(entry["keys"], "keys", columns))
+        elif table == "keys":
+            entry = dict(entry, sha256=_b64url(bytes.fromhex(entry["sha256"])), revoked_at=entry.get("revoked_at"))
+        rows.append([entry[name] for name in names])
+    return rows
+
+
+def _document_v2(version: int, *, columns: dict = COLUMNS_V2, **kwargs) -> dict:
+    doc = _document(version, **kwargs)
+    doc["format"] = 2
+    doc["columns"] = columns
+    doc["grants"] = _rows(doc["grants"], "grants", columns)
+    if "removed" in doc:
+        doc["removed"] = _rows(doc["removed"], "removed", columns)
+    return doc
+
+
+def _body(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _detached_header(key: Ed25519PrivateKey = TRUSTED, jwk: dict = TRUSTED_JWK, **fields) -> dict:
+    header = {"alg": "EdDSA", "kid": jwk["kid"], "typ": DOCUMENT_TYPE, "b64": False, "crit": ["b64"]}
+    header.update(fields)
+    return {k: v for k, v in header.items() if v is not None}
+
+
+def _sign_detached(body: str, key: Ed25519PrivateKey = TRUSTED, jwk: dict = TRUSTED_JWK, **fields) -> str:
+    header = _b64url(json.dumps(_detached_header(key, jwk, **fields), separators=(",", ":")).encode())
+    return f"{header}..{_b64url(key.sign(header.encode() + b'.' + body.encode()))}"
+
+
+def _v2(doc: dict, key: Ed25519PrivateKey = TRUSTED, jwk: dict = TRUSTED_JWK, **fields) -> dict:
+    body = _body(doc)
+    return {"body": body, "signature": _sign_detached(body, key, jwk, **fields)}
+
+
+def _documents_v2() -> dict:
+    full = _v2(_document_v2(10))
+    tampered_doc = _document_v2(10)
+    tampered_doc["grants"][0][3] = ["evil.example"]  # shop's domains
+    header_b64, _, signature = full["signature"].partition("..")
+    bad_digest = _document_v2(10)
+    bad_digest["grants"][0][4][0][0] = bad_digest["grants"][0][4][0][0][:-2]  # 31 bytes
+    delta = dict(since=10, grants=[NEWAPP], removed=[{"app_id": "victim", "status": "revoked", "version": 11}])
+    return {
+        "full-v10": full,
+        "full-v10-later": _v2(_document_v2(10, generated="2026-05-01T12:25:00Z", expires="2026-05-01T13:25:00Z")),
+        "full-v10-columns-reordered": _v2(_document_v2(10, columns=COLUMNS_V2_REORDERED)),
+        "full-v9": _v2(_document_v2(9)),
+        "full-v11-expired": _v2(_document_v2(11, generated="2026-05-01T11:00:00Z", expires="2026-05-01T12:00:00Z")),
+        "delta-v12-since-10": _v2(_document_v2(12, **delta)),
+        "delta-v12-since-10-columns-reordered": _v2(_document_v2(12, columns=COLUMNS_V2_REORDERED, **delta)),
+        "delta-v12-since-11": _v2(_document_v2(12, since=11, grants=[NEWAPP])),
+        "full-v10-tampered": {"body": _body(tampered_doc), "signature": full["signature"]},
+        "full-v10-signature-missing": {"body": full["body"], "signature": None},
+        "full-v10-signature-garbage": {"body": full["body"], "signature": "not a detached JWS"},
+        "full-v10-signature-not-detached": {
+            "body": full["body"], "signature": f"{header_b64}.{_b64url(full['body'].encode())}.{signature}"},
+        "full-v10-signature-truncated": {"body": full["body"], "signature": f"{header_b64}..{signature[:-4]}"},
+        "full-v10-signature-of-another-body": {"body": full["body"],
+                                               "signature": _v2(_document_v2(9))["signature"]},
+        "full-v10-wrong-typ": _v2(_document_v2(10), typ="JWT"),
+        "full-v10-wrong-alg": _v2(_document_v2(10), alg="HS256"),
+        "full-v10-b64-true": _v2(_document_v2(10), b64=True),
+        "full-v10-b64-not-critical": _v2(_document_v2(10), crit=None),
+        "full-v10-unknown-kid": _v2(_document_v2(10), OTHER, OTHER_JWK),
+        "full-v10-bad-digest": _v2(bad_digest),
+        "full-v3-newer-epoch": _v2(_document_v2(3, epoch=NEWER_EPOCH, generated="2026-05-01T12:10:00Z")),
+        "full-v20-older-epoch": _v2(_document_v2(20, epoch=OLDER_EPOCH)),
+    }
+
+
+DOCUMENTS_V2 = _documents_v2()
+
+SEQUENCES_V2 = [
+    {"name": "full", "jwks": JWKS, "steps": [_step("full-v10", "updated", 10)]},
+    {"name": "columns in another order", "jwks": JWKS, "steps": [_step("full-v10-columns-reordered", "updated", 10)],
+     "requests": [dict(row, group="columns-reordered") for row in AFTER_DELTA_ROWS[-1:]]},
+    {"name": "the same version again adds nothing", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v10", "not-modified", 10)]},
+    {"name": "the same version, fresher", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v10-later", "updated", 10)]},
+    {"name": "delta", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("delta-v12-since-10", "updated", 12)],
+     "requests": AFTER_DELTA_ROWS},
+    {"name": "delta, columns in another order", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("delta-v12-since-10-columns-reordered", "updated", 12)],
+     "requests": AFTER_DELTA_ROWS},
+    {"name": "a format 2 delta on a format 1 document", "jwks": JWKS, "first_format1": "full-v10",
+     "steps": [_step("delta-v12-since-10", "updated", 12)], "requests": AFTER_DELTA_ROWS},
+    {"name": "a delta with nothing held", "jwks": JWKS, "steps": [_step("delta-v12-since-10", "document", None, None)]},
+    {"name": "a delta that does not follow", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("delta-v12-since-11", "document", 10)]},
+    {"name": "expired", "jwks": JWKS, "steps": [_step("full-v11-expired", "expired", None, None)]},
+    {"name": "expired after a fresh one: the fresh one stays", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v11-expired", "expired", 10)]},
+    {"name": "rolled back", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v9", "rollback", 10)]},
+    {"name": "tampered payload", "jwks": JWKS, "steps": [_step("full-v10-tampered", "signature", None, None)]},
+    {"name": "signature header missing", "jwks": JWKS,
+     "steps": [_step("full-v10-signature-missing", "signature", None, None)]},
+    {"name": "signature header not a JWS", "jwks": JWKS,
+     "steps": [_step("full-v10-signature-garbage", "signature", None, None)]},
+    {"name": "signature header carries a payload", "jwks": JWKS,
+     "steps": [_step("full-v10-signature-not-detached", "signature", None, None)]},
+    {"name": "signature truncated", "jwks": JWKS,
+     "steps": [_step("full-v10-signature-truncated", "signature", None, None)]},
+    {"name": "the signature of another body", "jwks": JWKS,
+     "steps": [_step("full-v10-signature-of-another-body", "signature", None, None)]},
+    {"name": "wrong typ", "jwks": JWKS, "steps": [_step("full-v10-wrong-typ", "signature", None, None)]},
+    {"name": "wrong alg", "jwks": JWKS, "steps": [_step("full-v10-wrong-alg", "signature", None, None)]},
+    {"name": "b64 true", "jwks": JWKS, "steps": [_step("full-v10-b64-true", "signature", None, None)]},
+    {"name": "b64 not marked critical", "jwks": JWKS,
+     "steps": [_step("full-v10-b64-not-critical", "signature", None, None)]},
+    {"name": "unknown kid", "jwks": JWKS, "steps": [_step("full-v10-unknown-kid", "signature", None, None)]},
+    {"name": "in the JWKS but not pinned", "jwks": JWKS_BOTH, "trusted_keys": [TRUSTED_JWK["kid"]],
+     "steps": [_step("full-v10-unknown-kid", "untrusted-key", None, None), _step("full-v10", "updated", 10)]},
+    {"name": "a digest that is not 32 bytes", "jwks": JWKS,
+     "steps": [_step("full-v10-bad-digest", "document", None, None)]},
+    {"name": "a newer epoch may start lower; the replaced epoch is refused", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v3-newer-epoch", "updated", 3, NEWER_EPOCH),
+               _step("full-v10", "rollback", 3, NEWER_EPOCH)]},
+    {"name": "an older epoch is refused", "jwks": JWKS,
+     "steps": [_step("full-v10", "updated", 10), _step("full-v20-older-epoch", "rollback", 10)]},
+]
+
+
 def build() -> dict:
     return {
         "format": "beekeeper-gateway-conformance",
@@ -310,6 +461,16 @@ def build() -> dict:
         "fresh_document": "full-v10",
         "requests": TABLE_ROWS + HOST_ROWS,
         "sequences": SEQUENCES,
+        "format2": {
+            "note": "format 2 documents: load `body` (its UTF-8 bytes, exactly) with `signature` as the "
+                    "X-Allowlist-Signature header (null: not sent); request rows as above, against fresh_document",
+            "signature_header": "X-Allowlist-Signature",
+            "content_type": "application/vnd.beekeeper.allowlist+json; format=2",
+            "columns": COLUMNS_V2,
+            "documents": DOCUMENTS_V2,
+            "fresh_document": "full-v10",
+            "sequences": SEQUENCES_V2,
+        },
     }
 
 

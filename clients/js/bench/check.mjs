@@ -1,5 +1,7 @@
 // Benchmark of the JavaScript gateway client (figures in benchmarks/README.md):
-//  1. loading a signed 100 000-grant document (verify + parse + index): goal ≤ 1 s;
+//  1. loading a signed 100 000-grant document (verify + parse + index): goal ≤ 1 s; in format 1
+//     (a compact JWS) and format 2 (rows under `columns`, base64url digests, the signature
+//     detached: RFC 7797), each beside JSON.parse of its payload alone;
 //  2. check() against the floor — SHA-256 of the key (WebCrypto, as the client) + one Map lookup
 //     of its hex digest — in the same process: goal ≤ 2×. Also shown against a synchronous
 //     node:crypto floor (not available to the client's core, which must run in Workers).
@@ -8,7 +10,8 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { CompactSign, importJWK } from "jose";
 import { AllowlistClient } from "../dist/index.js";
-import { sha256Hex } from "../dist/node.js";
+import { sha256Base64url } from "../dist/node.js";
+import { bytesToB64url } from "../dist/index.js";
 
 const args = Object.fromEntries(process.argv.slice(2).join(" ").split("--").filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const GRANTS = Number(args.grants ?? 100_000);
@@ -60,23 +63,53 @@ async function makeDocument() {
   const payload = JSON.stringify(doc);
   const jws = await new CompactSign(new TextEncoder().encode(payload)).setProtectedHeader({ alg: "EdDSA",
     kid: VECTORS.signing_keys.trusted.kid, typ: "beekeeper-allowlist+json" }).sign(signer);
-  return { jws, payloadText: payload };
+  // Format 2: the same grants as rows, digests as base64url bytes, a detached b64:false signature.
+  const b64 = (hex) => bytesToB64url(Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16)));
+  const doc2 = { ...doc, format: 2, columns: { grants: ["app_id", "tier", "version", "domains", "keys"],
+    keys: ["sha256", "kind", "expires_at", "revoked_at"], removed: ["app_id", "status", "version"] },
+  grants: grants.map((g) => [g.app_id, g.tier, g.version, g.domains,
+    g.keys.map((k) => [b64(k.sha256), k.kind, k.expires_at, null])]) };
+  const body2 = new TextEncoder().encode(JSON.stringify(doc2));
+  const head = bytesToB64url(new TextEncoder().encode(JSON.stringify({ alg: "EdDSA",
+    kid: VECTORS.signing_keys.trusted.kid, typ: "beekeeper-allowlist+json", b64: false, crit: ["b64"] })));
+  const input = new Uint8Array(head.length + 1 + body2.length);
+  input.set(new TextEncoder().encode(head + "."));
+  input.set(body2, head.length + 1);
+  const signature2 = `${head}..${bytesToB64url(new Uint8Array(await crypto.subtle.sign("Ed25519", signer, input)))}`;
+  return { jws, payloadText: payload, body2, signature2 };
 }
 const made = await makeDocument();
 const jws = made.jws;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-// 1. load time
-const loads = [];
+// 1. load time, format 2 then format 1 (rounds alternate, so a load spike hits both)
+const loads = [], loads2 = [];
 let client;
+const fresh2 = VECTORS.format2.documents["full-v10"];
 await new AllowlistClient({ jwks: VECTORS.jwks, clock: () => VECTORS.now_seconds }).load(VECTORS.documents["full-v10"]); // warm up
+await new AllowlistClient({ jwks: VECTORS.jwks, clock: () => VECTORS.now_seconds }).load(fresh2.body, fresh2.signature);
 for (let r = 0; r < Math.min(ROUNDS, 5); r++) {
+  client = null;
+  let client2 = new AllowlistClient({ jwks: VECTORS.jwks });
+  let t0 = performance.now();
+  await client2.load(made.body2, made.signature2);
+  loads2.push(performance.now() - t0);
+  if (client2.grantCount !== GRANTS) throw new Error("format 2 not loaded");
+  client2 = null;
   client = new AllowlistClient({ jwks: VECTORS.jwks });
-  const t0 = performance.now();
+  t0 = performance.now();
   await client.load(jws);
   loads.push(performance.now() - t0);
 }
 if (client.grantCount !== GRANTS) throw new Error("not loaded");
+const parses2 = [];
+for (let r = 0; r < Math.min(ROUNDS, 5); r++) {
+  const t0 = performance.now();
+  JSON.parse(new TextDecoder().decode(made.body2));
+  parses2.push(performance.now() - t0);
+}
+const body2Length = made.body2.length;
+made.body2 = null;
 // What any client must do at least: decode the payload's text and JSON.parse it (no signature, no index).
 const parses = [];
 let payloadText = made.payloadText;
@@ -91,6 +124,9 @@ const heap = process.memoryUsage().heapUsed;
 console.log(`document: ${GRANTS} grants, ${(jws.length / 1e6).toFixed(1)} MB JWS`);
 console.log(`floor: JSON.parse of the payload alone: median ${median(parses).toFixed(0)} ms (${parses.map((x) => x.toFixed(0)).join(", ")})`);
 console.log(`load (verify + parse + index): median ${median(loads).toFixed(0)} ms of ${loads.length} (${loads.map((x) => x.toFixed(0)).join(", ")}); heap after ${(heap / 2 ** 20).toFixed(0)} MiB`);
+console.log(`format 2: ${(body2Length / 1e6).toFixed(1)} MB body + detached signature`);
+console.log(`format 2 floor: UTF-8 decode + JSON.parse of the body alone: median ${median(parses2).toFixed(0)} ms (${parses2.map((x) => x.toFixed(0)).join(", ")})`);
+console.log(`format 2 load (verify + parse + index): median ${median(loads2).toFixed(0)} ms of ${loads2.length} (${loads2.map((x) => x.toFixed(0)).join(", ")})`);
 
 // 2. check() per call
 const enc = new TextEncoder();
@@ -104,7 +140,7 @@ async function floorWebCrypto(key) {
 const floorSync = (key) => floorIndex.get(sha256(key));
 const cold = new AllowlistClient({ jwks: VECTORS.jwks, keyCacheSize: 0 });
 await cold.load(jws);
-const coldNode = new AllowlistClient({ jwks: VECTORS.jwks, keyCacheSize: 0, sha256: sha256Hex });
+const coldNode = new AllowlistClient({ jwks: VECTORS.jwks, keyCacheSize: 0, sha256: sha256Base64url });
 await coldNode.load(jws);
 const unknown = Array.from({ length: DISTINCT }, (_, i) => apiKey("sk", GRANTS + i));
 
@@ -122,8 +158,8 @@ const cases = [
   ["miss: unknown Origin", (i) => client.check({ origin: `https://nowhere${i % DISTINCT}.example.org` })],
   ["first sight: secret key (keyCacheSize 0)", (i) => cold.check({ key: secret[i % DISTINCT] })],
   ["first sight: publishable key + Origin (keyCacheSize 0)", (i) => cold.check({ key: publishable[i % DISTINCT], origin: `https://app${i % DISTINCT}.example.com` })],
-  ["first sight: secret key (keyCacheSize 0, node:crypto sha256)", (i) => coldNode.check({ key: secret[i % DISTINCT] })],
-  ["first sight: publishable key + Origin (keyCacheSize 0, node:crypto sha256)", (i) => coldNode.check({ key: publishable[i % DISTINCT], origin: `https://app${i % DISTINCT}.example.com` })],
+  ["first sight: secret key (keyCacheSize 0, node:crypto sha256Base64url)", (i) => coldNode.check({ key: secret[i % DISTINCT] })],
+  ["first sight: publishable key + Origin (keyCacheSize 0, node:crypto sha256Base64url)", (i) => coldNode.check({ key: publishable[i % DISTINCT], origin: `https://app${i % DISTINCT}.example.com` })],
 ];
 for (const [, fn] of cases) for (let i = 0; i < 2 * DISTINCT; i++) await fn(i); // warm up
 const results = [];

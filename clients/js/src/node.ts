@@ -90,3 +90,8 @@ export function fileStateStore(path: string): StateStore {
 export function sha256Hex(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
+
+/** The base64url SHA-256 of a key with node:crypto (the form the client indexes), synchronously. */
+export function sha256Base64url(text: string): string {
+  return createHash("sha256").update(text).digest("base64url");
+}

@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import http from "node:http";
@@ -55,7 +56,9 @@ test("poll: full, then ?since= with If-None-Match; 304 keeps the document", asyn
   assert.equal(await client.poll(), "not-modified");
   const [first, jwks, second] = bot.seen;
   assert.equal(first.headers.Authorization, `Bearer ${gatewayKey()}`);
-  assert.equal(first.headers.Accept, "application/jose");
+  // asks for format 2 first; a bot without it answers the format 1 JWS, read as well
+  assert.equal(first.headers.Accept, "application/vnd.beekeeper.allowlist+json;format=2, application/jose;q=0.5");
+  assert.equal(first.headers["Accept-Encoding"], "gzip");
   assert.equal(jwks.path, "/.well-known/jwks.json"); // fetched on the first (unknown) kid
   assert.equal(second.since, "10");
   assert.equal(second.headers["If-None-Match"], '"10-x"');
@@ -206,4 +209,79 @@ test("an injected synchronous sha256 (node:crypto) gives the same decisions as W
     }
   }
   assert.equal((await node.check({ key: VECTORS.keys.secret })).reason, "secret key");
+});
+
+// ---- format 2 over HTTP ----
+
+const V2 = VECTORS.format2.documents;
+
+test("format 2: poll reads the body's bytes and verifies the X-Allowlist-Signature header; deltas too", async () => {
+  const bot = fakeBot((r) => {
+    if (r.path.endsWith("jwks.json")) return { body: JSON.stringify(VECTORS.jwks) };
+    const doc = r.since === null ? V2["full-v10"] : V2["delta-v12-since-10"];
+    return { body: doc.body, headers: { "Content-Type": VECTORS.format2.content_type,
+      "X-Allowlist-Signature": doc.signature, ETag: `"f2-${r.since}"` } };
+  });
+  const client = new AllowlistClient({ url: URL_, fetch: bot.fetch, clock: now });
+  assert.equal(await client.poll(), "updated");
+  assert.equal(client.version, 10);
+  assert.equal(await client.poll(), "updated");
+  assert.equal(client.version, 12);
+  assert.equal(bot.seen.at(-1).headers["If-None-Match"], '"f2-null"');
+  assert.equal((await client.check({ key: VECTORS.keys["new-secret"] })).appId, "newapp");
+  assert.equal((await client.check({ key: VECTORS.keys["victim-secret"] })).reason, "unknown key");
+});
+
+test("format 2: a tampered body or a missing signature header is refused and the held document stays", async () => {
+  let answer = V2["full-v10"];
+  const bot = fakeBot((r) => {
+    if (r.path.endsWith("jwks.json")) return { body: JSON.stringify(VECTORS.jwks) };
+    const headers = answer.signature === null ? {} : { "X-Allowlist-Signature": answer.signature };
+    return { body: answer.body, headers };
+  });
+  const client = new AllowlistClient({ url: URL_, fetch: bot.fetch, clock: now });
+  await client.poll();
+  for (const name of ["full-v10-tampered", "full-v10-signature-missing", "full-v10-signature-not-detached"]) {
+    answer = V2[name];
+    await assert.rejects(client.poll(), (error) => error.code === "signature", name);
+    assert.equal(client.version, 10);
+    assert.equal((await client.check({ key: VECTORS.keys.secret })).appId, "shop");
+  }
+});
+
+test("format: 1 asks for the compact JWS only", async () => {
+  const bot = fakeBot((r) => (r.path.endsWith("jwks.json") ? { body: JSON.stringify(VECTORS.jwks) } : { body: DOCS["full-v10"] }));
+  const client = new AllowlistClient({ url: URL_, fetch: bot.fetch, clock: now, format: 1 });
+  assert.equal(await client.poll(), "updated");
+  assert.equal(bot.seen[0].headers.Accept, "application/jose");
+  assert.throws(() => new AllowlistClient({ format: 3 }), RangeError);
+});
+
+test("an undecoded zstd body is a DocumentError naming the cause", async () => {
+  const bot = fakeBot(() => ({ body: new Uint8Array([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]),
+    headers: { "Content-Encoding": "zstd", "X-Allowlist-Signature": V2["full-v10"].signature } }));
+  const client = new AllowlistClient({ url: URL_, jwks: VECTORS.jwks, fetch: bot.fetch, clock: now });
+  await assert.rejects(client.poll(), (error) => error.code === "document" && /zstd/.test(error.message));
+});
+
+test("format 2 gzip-encoded from a real HTTP server, with the runtime's own fetch", async () => {
+  const seen = [];
+  const server = http.createServer((req, res) => {
+    seen.push({ accept: req.headers.accept, encoding: req.headers["accept-encoding"] });
+    const doc = V2["full-v10"];
+    res.writeHead(200, { "Content-Type": VECTORS.format2.content_type, "Content-Encoding": "gzip",
+      "X-Allowlist-Signature": doc.signature });
+    res.end(gzipSync(Buffer.from(doc.body, "utf8")));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const client = new AllowlistClient({ url: `http://127.0.0.1:${server.address().port}/v1/allowlist`,
+      jwks: VECTORS.jwks, clock: now });
+    assert.equal(await client.poll(), "updated");
+    assert.equal(client.version, 10);
+    assert.match(seen[0].accept, /format=2/);
+    assert.doesNotMatch(seen[0].encoding, /zstd/);
+  } finally {
+    server.close();
+  }
 });

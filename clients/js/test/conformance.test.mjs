@@ -84,3 +84,61 @@ test("the reasons and their HTTP statuses are the vectors'", () => {
   assert.deepEqual({ ...HTTP_STATUS }, VECTORS.http_status);
   assert.deepEqual(new Set(VECTORS.requests.map((r) => r.reason)), new Set(REASONS));
 });
+
+// ---- format 2 (VECTORS.format2): rows under `columns`, base64url digests, detached signature ----
+
+const FORMAT2 = VECTORS.format2;
+
+async function loadV2(client, name) {
+  const { body, signature } = FORMAT2.documents[name];
+  try {
+    // the exact bytes, as a poll reads them (response.arrayBuffer())
+    return await client.load(new TextEncoder().encode(body), signature);
+  } catch (error) {
+    if (error instanceof AllowlistError) return error.code;
+    throw error;
+  }
+}
+
+for (const document of [FORMAT2.fresh_document, "full-v10-columns-reordered"]) {
+  test(`format 2: every request vector (${document})`, async () => {
+    const made = { none: makeClient().client };
+    for (const state of ["fresh", "expired"]) {
+      const { client, clock } = makeClient();
+      assert.equal(await loadV2(client, document), "updated");
+      if (state === "expired") clock.now = VECTORS.expired_clock;
+      made[state] = client;
+    }
+    const mismatches = [];
+    for (const row of VECTORS.requests) {
+      const wrong = await mismatch(made[row.document], row);
+      if (wrong) mismatches.push(wrong);
+    }
+    assert.deepEqual(mismatches, []);
+  });
+}
+
+for (const sequence of FORMAT2.sequences) {
+  test(`format 2 document sequence: ${sequence.name}`, async () => {
+    const { client, clock } = makeClient({ jwks: sequence.jwks, trustedKeys: sequence.trusted_keys });
+    if (sequence.first_format1) assert.equal(await load(client, sequence.first_format1), "updated");
+    for (const step of sequence.steps) {
+      clock.now = step.clock;
+      const outcome = await loadV2(client, step.document);
+      assert.deepEqual([outcome, client.version, client.epoch], [step.expect, step.version, step.epoch], step.document);
+    }
+    const mismatches = [];
+    for (const row of sequence.requests ?? []) {
+      const wrong = await mismatch(client, row);
+      if (wrong) mismatches.push(wrong);
+    }
+    assert.deepEqual(mismatches, []);
+  });
+}
+
+test("format 2: a body given as a string is its UTF-8 bytes", async () => {
+  const { client } = makeClient();
+  const { body, signature } = FORMAT2.documents[FORMAT2.fresh_document];
+  assert.equal(await client.load(body, signature), "updated");
+  assert.equal(client.version, 10);
+});
