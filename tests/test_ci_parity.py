@@ -63,8 +63,9 @@ def test_the_ci_script_runs_both_suites_and_fails_at_the_end(tmp_path):
     result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + section], env=env, capture_output=True,
                             text=True, timeout=60, check=False, cwd=ROOT)
     assert result.returncode == 1
-    assert log.read_text().splitlines() == ["pytest sqlite", "pytest postgresql://postgres@127.0.0.1:5432/postgres",
-                                            "npm ci in clients/js", "npm test in clients/js"]
+    # The JavaScript client first (its build is used by a Python test), then both suites.
+    assert log.read_text().splitlines() == ["npm ci in clients/js", "npm test in clients/js", "pytest sqlite",
+                                            "pytest postgresql://postgres@127.0.0.1:5432/postgres"]
     assert "CI FAILED: SQLite suite" in result.stdout
 
 
