@@ -33,6 +33,8 @@ WEBHOOK_SECRET = "test-webhook-secret"
 INSTALLATION_ID = 1
 REPO = "acme/access"
 HOOK_ID = 31337
+pytest_plugins = ["tests.gateway_fixtures"]  # rsps, bridge, credential, make_client
+
 PG_URL = os.environ.get("BEEKEEPER_TEST_DATABASE_URL", "").strip()
 
 

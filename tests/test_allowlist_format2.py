@@ -10,7 +10,6 @@ import json
 
 import jwt
 import pytest
-import responses
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
@@ -19,15 +18,11 @@ from werkzeug.test import EnvironBuilder
 from bot import allowlist, gateways, keyformat
 from bot.gateway import (
     UPDATED,
-    AllowlistClient,
     DocumentError,
     SignatureError,
     _TwoGenerations,
 )
 from tests.allowlist_support import (
-    ALLOWLIST_URL,
-    AppBridge,
-    add_gateway,
     bearer,
     make_grant,
     revoke_grant,
@@ -36,11 +31,6 @@ from tests.allowlist_support import (
 from tests.test_openapi import schema_validator
 
 V2 = "application/vnd.beekeeper.allowlist+json;format=2"
-
-
-@pytest.fixture
-def credential(session):
-    return add_gateway(session, "edge-1")
 
 
 def get(client, credential, path="/v1/allowlist", **headers):
@@ -211,24 +201,6 @@ def test_the_credential_lookup_retries_once_on_a_broken_connection(db, session, 
 
 
 # --- the client -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def bridge(app, rsps):
-    return AppBridge(app, rsps)
-
-
-@pytest.fixture
-def make_client(credential, frozen_clock, bridge):
-    def make(**kwargs):
-        return AllowlistClient(ALLOWLIST_URL, credential, clock=lambda: frozen_clock.now().timestamp(), **kwargs)
-    return make
 
 
 def format_1_only(bridge, credential):

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import jwt
 import pytest
-import responses
 from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.test import Client
@@ -32,37 +31,12 @@ from bot.gateway import (
 )
 from tests.allowlist_support import (
     ALLOWLIST_URL,
-    AppBridge,
-    add_gateway,
     bearer,
     make_grant,
     revoke_grant,
     revoke_key,
     set_tier,
 )
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def bridge(app, rsps):
-    return AppBridge(app, rsps)
-
-
-@pytest.fixture
-def credential(session):
-    return add_gateway(session, "edge-1")
-
-
-@pytest.fixture
-def make_client(credential, frozen_clock, bridge):
-    def make(**kwargs):
-        return AllowlistClient(ALLOWLIST_URL, credential, clock=lambda: frozen_clock.now().timestamp(), **kwargs)
-    return make
 
 
 def test_poll_loads_the_list_and_check_answers_from_it(session, make_client, bridge):

@@ -10,7 +10,6 @@ import stat
 
 import jwt
 import pytest
-import responses
 from click.testing import CliRunner
 from sqlalchemy import delete, text, update
 
@@ -25,32 +24,9 @@ from bot.gateway import (
     jwk_thumbprint,
 )
 from bot.models import AllowlistChange, AllowlistCounter
-from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway, bearer, make_grant, revoke_key
+from tests.allowlist_support import ALLOWLIST_URL, bearer, make_grant, revoke_key
 from tests.conftest import WEBHOOK_SECRET
 from tests.fakegithub import API
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def bridge(app, rsps):
-    return AppBridge(app, rsps)
-
-
-@pytest.fixture
-def credential(session):
-    return add_gateway(session, "edge-1")
-
-
-@pytest.fixture
-def make_client(credential, frozen_clock, bridge):
-    def make(**kwargs):
-        return AllowlistClient(ALLOWLIST_URL, credential, clock=lambda: frozen_clock.now().timestamp(), **kwargs)
-    return make
 
 
 @pytest.fixture
