@@ -11,7 +11,7 @@
    rounds alternating; load from `wrk` (bounded by time and connections; apt-get install wrk).
 4. Propagation with a real poll interval: a gateway client holding every grant polls the
    gunicorn server every --poll-interval seconds in its background thread; a key is revoked
-   (row marked, version bumped, as bot.keys does) and the time until check() refuses it is
+   (row marked, version bumped, as bot.access.keys does) and the time until check() refuses it is
    measured, --samples times.
 
     .venv/bin/python benchmarks/allowlist.py
@@ -77,7 +77,7 @@ def bulk_insert(engine, grants: int, sampled: int) -> dict[int, str]:
     from sqlalchemy import insert, update
 
     from bot import keyformat
-    from bot.models import AllowlistChange, AllowlistCounter, ApiKey, Grant, GrantDomain
+    from bot.core.models import AllowlistChange, AllowlistCounter, ApiKey, Grant, GrantDomain
 
     now = datetime.now(UTC)
     sample_ids = set(random.Random(7).sample(range(1, grants + 1), sampled))
@@ -114,9 +114,9 @@ def revoke_secret_key(engine, grant_id: int) -> int:
     """What revoking a key does: the row marked revoked, the allowlist version bumped."""
     from sqlmodel import Session, select
 
-    from bot import versioning
-    from bot.clock import utcnow
-    from bot.models import ApiKey, Grant
+    from bot.allowlist import versioning
+    from bot.core.clock import utcnow
+    from bot.core.models import ApiKey, Grant
 
     with Session(engine) as session:
         key = session.exec(select(ApiKey).where(ApiKey.grant_id == grant_id, ApiKey.kind == "secret")).one()
@@ -144,8 +144,9 @@ def median_time(function, times: int = 3):
 def document_figures(engine, policy) -> dict:
     from sqlmodel import Session
 
-    from bot import allowlist, signing, versioning
-    from bot.db import refresh_statistics
+    from bot.allowlist import serving as allowlist
+    from bot.allowlist import signing, versioning
+    from bot.core.db import refresh_statistics
 
     # Right after the bulk load, before anything refreshed the statistics: a delta as the first
     # poll after an import would get it on PostgreSQL without refresh_statistics (the before).
@@ -323,8 +324,8 @@ def main() -> int:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the load runs: apt-get install wrk")
 
-    from bot import gateways
-    from bot.config import load_policy
+    from bot.allowlist import gateways
+    from bot.core.config import load_policy
 
     policy = load_policy()
     workdir = Path(tempfile.mkdtemp(prefix="bk-allowlist-"))
@@ -363,7 +364,7 @@ def main() -> int:
             "allowlist full": (f"{base}/v1/allowlist", auth, args.full_connections),
             "static full": (f"{base}{STATIC_ROUTE}", {}, args.full_connections),
         }
-        from bot import allowlist as served
+        from bot.allowlist import serving as served
 
         if hasattr(served, "AllowlistFastPath"):  # issue 18: the same 304 through Flask; format 2 zstd
             runs["304 via Flask view"] = (f"{base}{FLASK_VIEW_ROUTE}", {**auth, "If-None-Match": allowlist_etag},

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import Session, SQLModel, create_engine  # noqa: E402
 
-from bot.checks import run_checks  # noqa: E402
-from bot.comments import escape_user_text  # noqa: E402
-from bot.config import load_policy  # noqa: E402
-from bot.forms import bundled_schema, parse_issue_body, render_issue_body  # noqa: E402
-from bot.models import Grant, GrantDomain  # noqa: E402
+from bot.core.comments import escape_user_text  # noqa: E402
+from bot.core.config import load_policy  # noqa: E402
+from bot.core.models import Grant, GrantDomain  # noqa: E402
+from bot.rules.checks import run_checks  # noqa: E402
+from bot.rules.forms import bundled_schema, parse_issue_body, render_issue_body  # noqa: E402
 
 POLICY = load_policy()
 SCHEMA = bundled_schema()
@@ -53,7 +53,7 @@ def main() -> None:
     over_budget = []
     for label, text, repeat, budget_ms in (("parse 1 MB body", hostile, 5, 2000.0),
                                            ("parse 40k heading lines", headings, 3, 3000.0)):
-        # budgets that were wall-clock asserts in tests/test_forms.py: a hostile body must not
+        # budgets that were wall-clock asserts in tests/rules/test_forms.py: a hostile body must not
         # make a review slow (one worker would be stuck on it)
         ms = timed(lambda text=text: parse_issue_body(text, SCHEMA, POLICY), repeat)
         print(f"{label}: {ms:.1f} ms (budget {budget_ms:.0f} ms)")

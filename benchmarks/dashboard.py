@@ -34,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert, text, update  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from bot import audit_export, migrate, overview  # noqa: E402
-from bot.clock import utcnow  # noqa: E402
-from bot.config import load_policy  # noqa: E402
-from bot.db import make_engine  # noqa: E402
-from bot.models import (  # noqa: E402
+from bot.core.clock import utcnow  # noqa: E402
+from bot.core.config import load_policy  # noqa: E402
+from bot.core.db import make_engine  # noqa: E402
+from bot.core.models import (  # noqa: E402
     AccessRequest,
     AllowlistChange,
     AllowlistCounter,
@@ -49,9 +48,14 @@ from bot.models import (  # noqa: E402
     Grant,
     GrantDomain,
 )
-from bot.pagination import paginate  # noqa: E402
-from bot.queue import review_queue  # noqa: E402
-from bot.search import AuditFilter, GrantFilter, audit_query, grants_query  # noqa: E402
+from bot.ops import migrate
+from bot.web import (
+    audit_export,
+    overview,  # noqa: E402
+)
+from bot.web.pagination import paginate  # noqa: E402
+from bot.web.queue import review_queue  # noqa: E402
+from bot.web.search import AuditFilter, GrantFilter, audit_query, grants_query  # noqa: E402
 
 
 def median_ms(func, repeat: int = 7, clock=time.perf_counter) -> float:

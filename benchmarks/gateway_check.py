@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("BENCH_CODE") or ROOT)
 sys.path.insert(0, str(CODE))
 
-from bot import gateway, keyformat, signing  # noqa: E402
+from bot import gateway, keyformat  # noqa: E402
+from bot.allowlist import signing  # noqa: E402
 from bot.gateway import AllowlistClient  # noqa: E402
 
 URL = "https://cdn.example.org/allowlist"

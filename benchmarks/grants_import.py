@@ -2,7 +2,7 @@
 """`beekeeper grants import` at scale: a --rows row CSV (default 1 000) into a fresh database.
 
 Each round makes a new database (a SQLite file, or a database on the PostgreSQL server named by
---database-url), then times, in process, through bot.grants_io exactly as the CLI calls it:
+--database-url), then times, in process, through bot.ops.grants_io exactly as the CLI calls it:
 
 1. the first import (every row checked and created: grant, domains, audit rows, one allowlist
    version each), committed in one transaction;
@@ -68,7 +68,7 @@ def make_csv(rows: int) -> str:
 def run_import(engine, policy, rows, *, dry_run: bool = False) -> tuple[float, list]:
     from sqlmodel import Session
 
-    from bot import grants_io
+    from bot.ops import grants_io
 
     started = time.perf_counter()
     with Session(engine) as session:
@@ -90,8 +90,8 @@ def main() -> int:
 
     from sqlmodel import Session
 
-    from bot import grants_io
-    from bot.config import load_policy
+    from bot.core.config import load_policy
+    from bot.ops import grants_io
 
     policy = load_policy()
     text = make_csv(args.rows)

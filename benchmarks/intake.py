@@ -146,8 +146,8 @@ class BenchDatabase:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.created}"')
             self.url = url.set(database=self.created).render_as_string(hide_password=False)
-        from bot import migrate
-        from bot.db import make_engine
+        from bot.core.db import make_engine
+        from bot.ops import migrate
 
         self.engine = make_engine(self.url)
         migrate.upgrade(self.engine)
@@ -177,7 +177,7 @@ class BenchDatabase:
 
 
 def signed_request(body: bytes) -> dict[str, str]:
-    from bot.webhooks import sign
+    from bot.intake.webhooks import sign
 
     return {
         "Content-Type": "application/json",
@@ -287,7 +287,7 @@ def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, wo
 
 def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, workdir: Path) -> dict:
     """A thread pool of keep-alive sessions for `seconds`, never more than `cap` requests."""
-    from bot.webhooks import sign
+    from bot.intake.webhooks import sign
 
     headers = signed_request(body)
     head, tail = body_parts(body)

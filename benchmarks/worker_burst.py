@@ -49,7 +49,7 @@ class SlowGitHub:
     status comment was posted (time.monotonic())."""
 
     def __init__(self, app, delay: float):
-        from bot.comments import STATUS_MARKER
+        from bot.core.comments import STATUS_MARKER
 
         self.app, self.delay, self.marker = app, delay, STATUS_MARKER
         self.reported: dict[tuple[str, int], float] = {}
@@ -84,7 +84,7 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
 
     fake = live["github"].fake
     repo = f"bench/burst-{uuid.uuid4().hex[:8]}"
-    # The only installed repository, so it is served without a policy list (bot.served); the
+    # The only installed repository, so it is served without a policy list (bot.core.served); the
     # worker starts after this, so its memo of the installation's repositories is fresh.
     fake.installation_repos[:] = [repo]
     opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}  # issue N+1: the warm-up
@@ -154,9 +154,9 @@ def main() -> int:
     from sqlalchemy.engine import make_url
     from sqlmodel import Session, select
 
-    from bot import migrate
-    from bot.db import make_engine
-    from bot.models import Delivery, DeliveryStatus
+    from bot.core.db import make_engine
+    from bot.core.models import Delivery, DeliveryStatus
+    from bot.ops import migrate
     from tests.conftest import WEBHOOK_SECRET, _create_pg_database, _drop_pg_database
     from tests.fault.harness import Bot, GitHubServer, HookLog
 

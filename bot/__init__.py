@@ -15,9 +15,9 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     """The Flask app. gunicorn serves `bot:create_app()`; tests pass their own Runtime."""
     from flask import Flask
 
-    from bot.config import ConfigError
-    from bot.resources import templates_path
-    from bot.runtime import Runtime
+    from bot.core.config import ConfigError
+    from bot.core.resources import templates_path
+    from bot.intake.runtime import Runtime
 
     if runtime is None:
         try:
@@ -25,10 +25,10 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
         except ConfigError as exc:
             logging.getLogger("beekeeper").error("configuration error: %s", exc)
             raise
-        from bot.runtime import configure_logging
+        from bot.intake.runtime import configure_logging
 
         configure_logging(runtime.settings)  # gunicorn `bot:create_app()`: one line per event
-    # static_folder=None: pages_static (bot.web) serves templates/static at /static; the default
+    # static_folder=None: pages_static (bot.web.shared) serves templates/static at /static; the default
     # app static route would shadow it with bot/static, which does not exist.
     app = Flask(__name__, template_folder=str(templates_path()), static_folder=None, instance_path=None)
     app.config.update(
@@ -43,30 +43,32 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
     )
     app.extensions["beekeeper"] = runtime
 
-    from bot import health, web, webhooks
+    from bot.intake import webhooks
+    from bot.web import health
+    from bot.web import shared as web
 
     web.install_sessions(app, runtime)  # BEEKEEPER_SECRET_KEY, else one key shared through the database
 
     app.register_blueprint(health.bp)
-    from bot.allowlist import AllowlistFastPath
+    from bot.allowlist.serving import AllowlistFastPath
 
-    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist);
+    # Gateway polls answerable from the cache (304s, built documents) skip Flask (see bot.allowlist.serving);
     # inside the webhook intake, which stays the outermost layer.
     app.wsgi_app = AllowlistFastPath(app.wsgi_app, app)
-    # POST /webhook is answered before Flask's request handling (see bot.webhooks).
+    # POST /webhook is answered before Flask's request handling (see bot.intake.webhooks).
     app.wsgi_app = webhooks.WebhookIntake(app.wsgi_app, runtime)
     app.register_blueprint(web.bp)
-    from bot import setup
+    from bot.web import setup
 
     app.register_blueprint(setup.bp)  # first-run app registration; 404 once credentials exist
-    from bot import dashboard, portal
+    from bot.web import dashboard, portal
 
     app.register_blueprint(portal.bp)  # /me: the developer portal (the home page redirects here)
     app.register_blueprint(dashboard.bp)  # /admin: the maintainer dashboard
-    from bot import allowlist
+    from bot.allowlist import serving as allowlist
 
     app.register_blueprint(allowlist.bp)  # /v1/allowlist, /.well-known/jwks.json, /openapi.json
-    from bot import auth, claim
+    from bot.web import auth, claim
 
     app.register_blueprint(auth.bp)  # /auth: sign in with GitHub (the App's user-to-server OAuth flow)
     app.register_blueprint(claim.bp)  # /claim/<app id>: the owner receives the key, once
@@ -75,7 +77,7 @@ def create_app(runtime=None, env: dict[str, str] | None = None) -> Flask:
 
 
 def _register_metrics_collector(runtime) -> None:
-    from bot.metrics import REGISTRY, InboxCollector
+    from bot.core.metrics import REGISTRY, InboxCollector
 
     collector = InboxCollector(runtime.engine)
     # One collector per process: a second app (tests) replaces the first.

@@ -76,9 +76,9 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("beekeeper.gateway")
 
-DOCUMENT_TYPE = "beekeeper-allowlist+json"  # the JWS `typ` the bot signs with (bot.signing)
+DOCUMENT_TYPE = "beekeeper-allowlist+json"  # the JWS `typ` the bot signs with (bot.allowlist.signing)
 ALGORITHMS = ["EdDSA"]
-# Format 2 (bot.allowlist): plain JSON bytes, signed by a detached JWS with an unencoded payload
+# Format 2 (bot.allowlist.serving): plain JSON bytes, signed by a detached JWS with an unencoded payload
 # (RFC 7797) in this response header. Asked for first; an older bot answers a format 1 JWS.
 SIGNATURE_HEADER = "X-Allowlist-Signature"
 ACCEPT = "application/vnd.beekeeper.allowlist+json;format=2, application/jose;q=0.5"
@@ -173,7 +173,7 @@ REASONS = tuple(HTTP_STATUS)
 
 # --------------------------------------------------------------------------------------------
 # The decision table: the single statement of check()'s rules. docs/allowlist.md shows it
-# (decision_table_markdown(), compared by a test) and tests/test_gateway_decisions.py runs every
+# (decision_table_markdown(), compared by a test) and tests/gateway/test_gateway_decisions.py runs every
 # row through check() and the middleware. Rows are conformance vectors for any other client.
 #
 # The grants every row is read against:

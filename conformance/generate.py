@@ -4,7 +4,7 @@
     python conformance/generate.py --check  # exit 1 if the committed file differs
 
 The Python client (bot.gateway.AllowlistClient) runs every vector in
-tests/test_gateway_conformance.py, which also checks that the committed file is exactly what this
+tests/gateway/test_gateway_conformance.py, which also checks that the committed file is exactly what this
 script writes now; the JavaScript client (clients/js) runs the same file with `node --test`. So a
 rule changed on either side fails the other side's tests until both agree.
 
@@ -52,7 +52,7 @@ def _signing_key(label: str) -> tuple[Ed25519PrivateKey, dict]:
     raw = private.public_key().public_bytes_raw()
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
     canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True)
-    jwk["kid"] = _b64url(hashlib.sha256(canonical.encode()).digest())  # RFC 7638, as bot.signing
+    jwk["kid"] = _b64url(hashlib.sha256(canonical.encode()).digest())  # RFC 7638, as bot.allowlist.signing
     return private, jwk
 
 
@@ -290,7 +290,7 @@ SEQUENCES = [
 
 
 # ------------------------------------------------------------------------------------------------
-# Format 2 (bot.allowlist, issue 18): the document as plain JSON bytes (grants as rows under
+# Format 2 (bot.allowlist.serving, issue 18): the document as plain JSON bytes (grants as rows under
 # `columns`, digests as base64url of the raw 32 bytes, no key ids, no referrers) and the signature
 # detached (RFC 7797, `b64: false`, in the X-Allowlist-Signature response header). Each document
 # is {"body": the exact bytes as UTF-8 text, "signature": the header value or null (not sent)}.

@@ -16,7 +16,7 @@ worker_class = "gthread"
 
 
 def _uses_sqlite() -> bool:
-    """BEEKEEPER_DATABASE_URL from the environment or ./.env (as bot.config reads it); unset is SQLite."""
+    """BEEKEEPER_DATABASE_URL from the environment or ./.env (as bot.core.config reads it); unset is SQLite."""
     from dotenv import dotenv_values
 
     url = os.environ.get("BEEKEEPER_DATABASE_URL") or dotenv_values(".env").get("BEEKEEPER_DATABASE_URL") or ""
@@ -33,12 +33,12 @@ graceful_timeout = 25
 
 
 def on_starting(server):
-    from bot.metrics import prepare_multiprocess_dir
+    from bot.core.metrics import prepare_multiprocess_dir
 
     prepare_multiprocess_dir()  # before any worker forks: drop counters of an earlier run
 
 
 def child_exit(server, worker):
-    from bot.metrics import child_exit as mark_dead
+    from bot.core.metrics import child_exit as mark_dead
 
     mark_dead(server, worker)

@@ -1,4 +1,4 @@
-"""Helpers for the allowlist tests: grants and keys made as rows (the way bot.grants and bot.keys
+"""Helpers for the allowlist tests: grants and keys made as rows (the way bot.access.grants and bot.access.keys
 leave them, version bumped), gateways, and a `responses` bridge that serves the Flask app to the
 gateway client over its real HTTP session."""
 
@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 import responses
 from sqlmodel import Session, select
 
-from bot import gateways, keyformat, versioning
-from bot.clock import utcnow
-from bot.models import ApiKey, Grant, GrantDomain, GrantStatus
+from bot import keyformat
+from bot.allowlist import gateways, versioning
+from bot.core.clock import utcnow
+from bot.core.models import ApiKey, Grant, GrantDomain, GrantStatus
 
 BOT = "http://bot.test"
 ALLOWLIST_URL = f"{BOT}/v1/allowlist"

@@ -19,13 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from bot import clock, create_app, migrate
-from bot.config import Settings, load_policy
-from bot.db import make_engine
-from bot.github import GitHubApp
-from bot.runtime import Runtime
-from bot.webhooks import sign
-from bot.worker import Worker
+from bot import create_app
+from bot.core import clock
+from bot.core.config import Settings, load_policy
+from bot.core.db import make_engine
+from bot.github.client import GitHubApp
+from bot.intake.runtime import Runtime
+from bot.intake.webhooks import sign
+from bot.intake.worker import Worker
+from bot.ops import migrate
 from tests.fakegithub import API, WEB, FakeGitHub
 
 FIXTURES = Path(__file__).parent / "fixtures"

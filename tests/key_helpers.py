@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlparse
 from sqlalchemy import MetaData, String, Text, cast, literal, select
 from sqlmodel import Session
 
-from bot import grants, keys
-from bot.models import AccessRequest, Grant
+from bot.access import grants, keys
+from bot.core.models import AccessRequest, Grant
 from tests.request_helpers import APPLICANT, make_request
 
 
@@ -25,7 +25,7 @@ def make_grant(session: Session, *, owner: dict = APPLICANT, app_id: str = "free
 
 def approved_grant(session: Session, fake, *, number: int = 1) -> Grant:
     """An approved request with its issue in the fake GitHub and its grant (as /approve leaves them)."""
-    from bot.models import RequestState
+    from bot.core.models import RequestState
     from tests.request_helpers import add_issue_for
 
     request = make_request(session, number=number, state=RequestState.APPROVED)

@@ -5,7 +5,7 @@ figures each chart must show worked out by hand below.
 2026-09-14 (index 0) to the current week of 2026-11-30 (index 11); its 14 days from 2026-11-19
 (index 0) to 2026-12-02 (index 13); its 24 hours from 2026-12-01 13:00 (index 0) to 12:00 (23).
 
-Grants, tier changes and revocations go through bot.grants (so their audit rows and allowlist
+Grants, tier changes and revocations go through bot.access.grants (so their audit rows and allowlist
 versions are the real ones), each at its own moment of a frozen clock; requests, decisions,
 deliveries and pulls are written as the services would.
 """
@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
-from bot import audit, clock, gateways, grants
-from bot.models import AccessRequest, Delivery, DeliveryStatus, Grant, RequestState
+from bot.access import grants
+from bot.allowlist import gateways
+from bot.core import audit, clock
+from bot.core.models import AccessRequest, Delivery, DeliveryStatus, Grant, RequestState
 
 NOW = datetime(2026, 12, 2, 12, 30, tzinfo=UTC)
 REPO = "acme/access"

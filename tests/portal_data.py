@@ -1,7 +1,7 @@
 """Data and sign-in for the portal, dashboard and web-permission tests.
 
 People come from tests/request_helpers (the applicant, maintainers with write/admin, a stranger
-with read). Requests are rows as the review stores them; grants are made with bot.grants, the
+with read). Requests are rows as the review stores them; grants are made with bot.access.grants, the
 same service the approvals use.
 """
 
@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlmodel import Session
 
-from bot import grants
-from bot.models import AccessRequest, Grant, Installation
+from bot.access import grants
+from bot.core.models import AccessRequest, Grant, Installation
 from tests.conftest import INSTALLATION_ID, REPO
 from tests.request_helpers import APPLICANT, MAINTAINER, STRANGER, add_issue_for, add_people, make_request
 
@@ -37,7 +37,7 @@ def make_grant(session: Session, *, owner: dict = APPLICANT, tier: str = "flower
 
 
 def sign_in(client, person: dict, fake) -> None:
-    """Sign `person` in through bot.auth's real OAuth flow against the fake GitHub (`responses`),
+    """Sign `person` in through bot.web.auth's real OAuth flow against the fake GitHub (`responses`),
     signing out whoever was signed in before."""
     client.post("/auth/logout", data={"csrf_token": csrf(client)})
     login = client.get("/auth/login?next=/me")

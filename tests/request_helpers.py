@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from bot.forms import bundled_schema, render_issue_body
-from bot.models import AccessRequest, RequestState
+from bot.core.models import AccessRequest, RequestState
+from bot.rules.forms import bundled_schema, render_issue_body
 from tests.conftest import INSTALLATION_ID, REPO, comment_event, deliver, issue_event
 
 APPLICANT = {"login": "alice-dev", "id": 5001, "type": "User"}

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from bot.config import ConfigError
+from bot.core.config import ConfigError
 
 COMMAND_MODULES = [
     "bot.cli.core",
@@ -31,7 +31,7 @@ class State:
     @property
     def runtime(self):
         if self._runtime is None:
-            from bot.runtime import Runtime
+            from bot.intake.runtime import Runtime
 
             try:
                 self._runtime = Runtime.from_env()

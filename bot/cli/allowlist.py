@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 
 from bot.cli import pass_state
-from bot.clock import isoformat
-from bot.db import session_scope
+from bot.core.clock import isoformat
+from bot.core.db import session_scope
 
 
 def _actor() -> str:
@@ -37,7 +37,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def gateways_add(state, name: str) -> None:
         """Register a gateway and print its credential (shown this once; only its hash is kept)."""
-        from bot import gateways as service
+        from bot.allowlist import gateways as service
 
         runtime = state.runtime
         try:
@@ -56,8 +56,8 @@ def register(main: click.Group) -> None:
     @pass_state
     def gateways_list(state, as_json: bool) -> None:
         """Gateways with their last pull, the version they hold and their pull count."""
-        from bot import gateways as service
-        from bot.versioning import current_version
+        from bot.allowlist import gateways as service
+        from bot.allowlist.versioning import current_version
 
         with session_scope(state.runtime.engine) as session:
             rows = service.list_gateways(session)
@@ -81,7 +81,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def gateways_revoke(state, name: str) -> None:
         """Revoke a gateway's credential: its next pull answers 401."""
-        from bot import gateways as service
+        from bot.allowlist import gateways as service
 
         try:
             with session_scope(state.runtime.engine) as session:
@@ -99,7 +99,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def signing_keys_generate(state) -> None:
         """Create the signing key if there is none (the bot also does this on first need)."""
-        from bot import signing
+        from bot.allowlist import signing
 
         with session_scope(state.runtime.engine) as session:
             key, created = signing.generate(session, _actor())
@@ -111,7 +111,7 @@ def register(main: click.Group) -> None:
     def signing_keys_prepare(state) -> None:
         """Make the next signing key now (published, not signing) so gateways can pin its
         thumbprint before `rotate` makes it the signer."""
-        from bot import signing
+        from bot.allowlist import signing
 
         with session_scope(state.runtime.engine) as session:
             key, created = signing.prepare(session, _actor())
@@ -124,7 +124,7 @@ def register(main: click.Group) -> None:
     def signing_keys_rotate(state) -> None:
         """Sign with the prepared key (else a new one) from now on; the old one stays published
         for the grace period."""
-        from bot import signing
+        from bot.allowlist import signing
 
         runtime = state.runtime
         with session_scope(runtime.engine) as session:
@@ -144,8 +144,8 @@ def register(main: click.Group) -> None:
         `AllowlistClient(trusted_keys=[…])`): active, published during its grace, or retired."""
         from sqlmodel import select
 
-        from bot import signing
-        from bot.models import SigningKey
+        from bot.allowlist import signing
+        from bot.core.models import SigningKey
 
         runtime = state.runtime
         with session_scope(runtime.engine) as session:
@@ -186,7 +186,7 @@ def register(main: click.Group) -> None:
         """Write the signed full allowlist (compact JWS) to FILE, for a CDN or object storage.
 
         It expires after policy.allowlist.ttl_seconds: export again at least every half TTL."""
-        from bot import allowlist as service
+        from bot.allowlist import serving as service
 
         runtime = state.runtime
         with session_scope(runtime.engine) as session:
@@ -207,8 +207,8 @@ def register(main: click.Group) -> None:
         A gateway refuses a document whose version is lower than the highest it has seen. After
         a restore the version really went down; in a new epoch gateways accept the lower version
         (from a document signed by a key they trust) instead of refusing it until it catches up."""
-        from bot import allowlist as service
-        from bot import versioning
+        from bot.allowlist import serving as service
+        from bot.allowlist import versioning
 
         runtime = state.runtime
         if not yes:

@@ -11,13 +11,14 @@ from datetime import timedelta
 import click
 from sqlmodel import Session, select
 
-from bot import inbox, migrate
 from bot.cli import pass_state
-from bot.clock import utcnow
-from bot.config import plain_secret
-from bot.db import is_sqlite, reader
-from bot.models import Delivery, DeliveryStatus
-from bot.runtime import configure_logging
+from bot.core.clock import utcnow
+from bot.core.config import plain_secret
+from bot.core.db import is_sqlite, reader
+from bot.core.models import Delivery, DeliveryStatus
+from bot.intake import inbox
+from bot.intake.runtime import configure_logging
+from bot.ops import migrate
 
 log = logging.getLogger("beekeeper")
 
@@ -58,7 +59,7 @@ def register(main: click.Group) -> None:
         from gunicorn.app.base import BaseApplication
 
         from bot import create_app
-        from bot.worker import Worker
+        from bot.intake.worker import Worker
 
         runtime = state.runtime
         configure_logging(runtime.settings)
@@ -67,7 +68,7 @@ def register(main: click.Group) -> None:
         elif migrate.pending(runtime.engine):
             raise click.ClickException("the database needs migrating: run `beekeeper db upgrade` first")
         _startup_banner(runtime)
-        from bot import setup
+        from bot.web import setup
 
         if not setup.credentials_configured(runtime.settings):
             click.echo(setup.announce(runtime.settings, host, port), err=True)  # before fork: one token
@@ -104,10 +105,10 @@ def register(main: click.Group) -> None:
                 if no_worker:
                     return
                 runtime.wake = threading.Event()
-                from bot.reconcile import schedule
+                from bot.ops.reconcile import schedule
 
                 schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
-                from bot.db import schedule_statistics
+                from bot.core.db import schedule_statistics
 
                 schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
                 embedded = Worker(runtime)
@@ -122,7 +123,7 @@ def register(main: click.Group) -> None:
                     inbox_worker.stop()
                     thread.join(timeout=25)
 
-        from bot import metrics
+        from bot.core import metrics
 
         metrics.prepare_multiprocess_dir()  # before the fork: counters of an earlier run are dropped
         click.echo(f"Beekeeper listening on http://{host}:{port}", err=True)
@@ -149,8 +150,8 @@ def register(main: click.Group) -> None:
         """
         import signal
 
-        from bot import metrics
-        from bot.worker import Worker
+        from bot.core import metrics
+        from bot.intake.worker import Worker
 
         runtime = state.runtime
         configure_logging(runtime.settings)
@@ -168,10 +169,10 @@ def register(main: click.Group) -> None:
             token = plain_secret(runtime.settings.metrics_token)
             server = metrics.serve_worker_metrics(metrics_host, metrics_port, token)
             click.echo(f"worker metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
-        from bot.reconcile import schedule
+        from bot.ops.reconcile import schedule
 
         schedule(runtime)  # periodic reconcile, every policy.reconcile_interval_minutes
-        from bot.db import schedule_statistics
+        from bot.core.db import schedule_statistics
 
         schedule_statistics(runtime)  # planner statistics, hourly (issue 18)
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
@@ -265,9 +266,9 @@ def register(main: click.Group) -> None:
     @pass_state
     def redeliver(state, since_text: str, dry_run: bool) -> None:
         """Ask GitHub to redeliver failed deliveries that never reached the inbox (cron-safe)."""
-        from bot.errors import RetryLater
-        from bot.github import GitHubError
-        from bot.redelivery import redeliver_missed
+        from bot.core.errors import RetryLater
+        from bot.github.client import GitHubError
+        from bot.intake.redelivery import redeliver_missed
 
         since = utcnow() - parse_duration(since_text)
         runtime = state.runtime

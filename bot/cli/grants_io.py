@@ -1,4 +1,4 @@
-"""`beekeeper grants import FILE` and `beekeeper grants export [FILE]` (bot.grants_io).
+"""`beekeeper grants import FILE` and `beekeeper grants export [FILE]` (bot.ops.grants_io).
 
     beekeeper grants import grants.csv --dry-run     # what would change; nothing is written
     beekeeper grants import grants.jsonl [--strict]  # apply the good rows (--strict: all or none)
@@ -18,12 +18,12 @@ from pathlib import Path
 import click
 
 from bot.cli import pass_state
-from bot.db import session_scope
+from bot.core.db import session_scope
 
 
 def _users(runtime, installation_id: int | None):
     """A login/id lookup through the app's installation (built on first use only)."""
-    from bot import grants_io
+    from bot.ops import grants_io
 
     class Lazy:
         def __init__(self):
@@ -74,8 +74,8 @@ def register(main: click.Group) -> None:
                       as_login: str | None, progress: bool | None) -> None:
         """Import grants from FILE (CSV or JSON lines: app_id, owner_login and/or owner_id, tier,
         domains, referrers, created, note). Idempotent: the same file again changes nothing."""
-        from bot import grants_io
         from bot.cli.requests import actor_and_source
+        from bot.ops import grants_io
 
         if file == "-":
             text = sys.stdin.read()
@@ -110,7 +110,7 @@ def register(main: click.Group) -> None:
             if dry_run:
                 session.rollback()
         if not dry_run and any(o.action == grants_io.CREATED for o in outcomes):
-            from bot.db import refresh_statistics
+            from bot.core.db import refresh_statistics
 
             refresh_statistics(runtime.engine)  # a bulk load: the planner's statistics follow it
         click.echo(grants_io.summary(outcomes))
@@ -131,7 +131,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def grants_export(state, file: str | None, fmt: str | None, status: str) -> None:
         """Write the grants in the import format (to FILE, or standard output)."""
-        from bot import grants_io
+        from bot.ops import grants_io
 
         fmt = fmt or (grants_io.detect_format(file, "") if file and file != "-" else "csv")
         with session_scope(state.runtime.engine) as session:

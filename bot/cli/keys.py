@@ -17,16 +17,16 @@ import json
 import click
 from sqlmodel import Session, select
 
-from bot import keys
+from bot.access import keys
+from bot.access.grants import find_grant
 from bot.cli import pass_state
 from bot.cli.requests import actor_and_source
-from bot.clock import isoformat, utcnow
-from bot.comments import Trusted, marker, render
-from bot.db import session_scope
-from bot.errors import RetryLater
-from bot.github import GitHubError
-from bot.grants import find_grant
-from bot.models import ApiKey, Grant
+from bot.core.clock import isoformat, utcnow
+from bot.core.comments import Trusted, marker, render
+from bot.core.db import session_scope
+from bot.core.errors import RetryLater
+from bot.core.models import ApiKey, Grant
+from bot.github.client import GitHubError
 
 as_option = click.option("--as", "as_login", metavar="LOGIN",
                          help="The GitHub login of the maintainer acting (default: cli:<OS user>).")
@@ -52,7 +52,7 @@ def tell_issue(runtime, grant: Grant, kind: str, body_for) -> None:
     failure here is reported and costs only the comment."""
     if not grant.repo or not grant.issue_number:
         return
-    from bot.permissions import PermissionUnknown, installation_for
+    from bot.requests.permissions import PermissionUnknown, installation_for
 
     try:
         with Session(runtime.engine) as session:
@@ -106,7 +106,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def keys_rotate(state, ref: str, grace_hours: float | None, no_comment: bool, as_login: str | None) -> None:
         """Make a new key claimable by the grant's owner; current keys expire after the grace period."""
-        from bot.key_commands import rotation_notice
+        from bot.requests.key_commands import rotation_notice
 
         runtime = state.runtime
         actor, source = actor_and_source(as_login)
@@ -157,7 +157,7 @@ def register(main: click.Group) -> None:
         for key in revoked:
             click.echo(f"revoked key {key.id} ({key.display})")
         if grant_ref and not no_comment:
-            from bot.applications import quote_block
+            from bot.requests.applications import quote_block
 
             tell_issue(runtime, grant, "keys-revoked", lambda hidden: render(
                 "keys_revoked.md", marker=Trusted(hidden), mention=_mention(grant), actor=actor,
@@ -166,6 +166,6 @@ def register(main: click.Group) -> None:
 
 
 def _mention(grant: Grant):
-    from bot.commands import safe_mention
+    from bot.requests.outcomes import safe_mention
 
     return safe_mention(grant.github_login)

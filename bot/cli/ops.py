@@ -8,7 +8,7 @@ import sys
 import click
 
 from bot.cli import pass_state
-from bot.runtime import configure_logging
+from bot.intake.runtime import configure_logging
 
 
 def _runtime_or_report(state, as_json: bool):
@@ -16,7 +16,7 @@ def _runtime_or_report(state, as_json: bool):
     try:
         return state.runtime
     except click.ClickException as exc:
-        from bot.doctor import FAIL, Report
+        from bot.ops.doctor import FAIL, Report
 
         report = Report()
         report.add("settings", FAIL, exc.message,
@@ -27,7 +27,7 @@ def _runtime_or_report(state, as_json: bool):
 
 
 def _print_report(report, as_json: bool) -> None:
-    from bot.doctor import render_text
+    from bot.ops.doctor import render_text
 
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "findings": [f.as_dict() for f in report.findings]}, indent=2))
@@ -45,7 +45,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def doctor(state, repos: tuple[str, ...], fix_labels: bool, as_json: bool) -> None:
         """Check settings, app key, installation, webhook, form, labels, database and deliveries."""
-        from bot import doctor as doctor_module
+        from bot.ops import doctor as doctor_module
 
         runtime = _runtime_or_report(state, as_json)
         if runtime is None:
@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def reconcile(state, repos: tuple[str, ...], dry_run: bool) -> None:
         """Bring every open request issue to where it should be (safe to run at any time)."""
-        from bot.reconcile import reconcile as run_reconcile
+        from bot.ops.reconcile import reconcile as run_reconcile
 
         runtime = state.runtime
         configure_logging(runtime.settings)
@@ -85,7 +85,7 @@ def register(main: click.Group) -> None:
     def db_copy(state, target_url: str, batch: int) -> None:
         """Copy every table to an empty database, then verify row counts and checksums."""
         from bot.cli.progress import Progress
-        from bot.dbcopy import CopyError, copy_database, tables
+        from bot.ops.dbcopy import CopyError, copy_database, tables
 
         runtime = state.runtime
         try:

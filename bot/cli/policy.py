@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from bot.config import FORM_ROLES, ConfigError, form_key, load_policy, load_settings
+from bot.core.config import FORM_ROLES, ConfigError, form_key, load_policy, load_settings
 
 MARKS = {"ok": "  ok ", "warn": "WARN ", "fail": "FAIL ", "skip": "skip "}
 ICONS = {"ok": "✅", "error": "❌", "warning": "⚠️"}
@@ -31,7 +31,7 @@ def _short(value, limit: int = 70) -> str:
 def _schema_for(spec, form_file: str | None):
     """(schema, where it came from): --form, the policy's template_file, a local copy at the
     template path, else the bundled form."""
-    from bot.forms import FormTemplateError, bundled_schema, parse_form_template
+    from bot.rules.forms import FormTemplateError, bundled_schema, parse_form_template
 
     for path, what in ((form_file, "--form"), (spec.template_file, "template_file"),
                        (spec.template_path, "template_path (local copy)")):
@@ -50,7 +50,7 @@ def _schema_for(spec, form_file: str | None):
 
 
 def _print_form(policy, spec, schema, where: str) -> bool:
-    from bot.doctor import FAIL, form_findings
+    from bot.ops.doctor import FAIL, form_findings
 
     click.echo(f"form {form_key(spec)!r}: {schema.display_name} — kind {spec.kind}, trigger label(s) "
                f"{', '.join(spec.labels)}" + (f", title prefix {spec.title_prefix!r}" if spec.title_prefix else ""))
@@ -88,9 +88,9 @@ def _print_form(policy, spec, schema, where: str) -> bool:
 def _print_body(policy, spec, schema, body: str, title: str | None) -> None:
     from sqlmodel import Session, SQLModel, create_engine
 
-    import bot.models  # noqa: F401 - the tables the checks query
-    from bot.checks import run_checks
-    from bot.forms import parse_issue_body
+    import bot.core.models  # noqa: F401 - the tables the checks query
+    from bot.rules.checks import run_checks
+    from bot.rules.forms import parse_issue_body
 
     labelled = title is None or (spec.title_prefix and title.lower().startswith(spec.title_prefix.lower()))
     parsed = parse_issue_body(body, schema, policy, spec=spec, labelled=bool(labelled))

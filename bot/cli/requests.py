@@ -7,7 +7,7 @@
     beekeeper requests needs-info REQUEST --message … beekeeper grants revoke GRANT --reason …
     beekeeper audit [--grant GRANT] [--request REQUEST]
 
-Decisions go through the same state machine as the slash-commands (bot.applications), so they
+Decisions go through the same state machine as the slash-commands (bot.requests.applications), so they
 have the same guards, the same audit rows and the same effect on the issue: the applicant gets
 the same comment, labels and close. The actor is `cli:<OS user>`, or the GitHub login given with
 `--as` (recorded with the OS user as the source).
@@ -24,9 +24,9 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from bot.cli import State, pass_state
-from bot.clock import isoformat
-from bot.db import session_scope
-from bot.models import AccessRequest, ApiKey, AuditEvent, Grant, GrantDomain, RequestState
+from bot.core.clock import isoformat
+from bot.core.db import session_scope
+from bot.core.models import AccessRequest, ApiKey, AuditEvent, Grant, GrantDomain, RequestState
 
 _ISSUE_REF = re.compile(r"^(?P<repo>[^/\s#]+/[^/\s#]+)#(?P<number>\d+)$")
 
@@ -48,7 +48,7 @@ def actor_and_source(as_login: str | None) -> tuple[str, str]:
 def actor_id_for(runtime, ctx, as_login: str | None) -> int | None:
     """The numeric GitHub id of the `--as` login (None without --as), asked of GitHub: the
     self-approval rule compares ids, so a renamed account is still recognised as the owner."""
-    from bot.github import GitHubError, NotFound
+    from bot.github.client import GitHubError, NotFound
 
     if not as_login:
         return None
@@ -81,7 +81,7 @@ def _find_request(session: Session, ref: str) -> AccessRequest:
 
 
 def _find_grant(session: Session, ref: str) -> Grant:
-    from bot.grants import find_grant
+    from bot.access.grants import find_grant
 
     grant = find_grant(session, ref)
     if grant is None:
@@ -205,7 +205,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def requests_approve(state, ref: str, tier: str | None, force: bool, as_login: str | None) -> None:
         """Approve a request: grant, comment, labels, close — as /approve does."""
-        from bot import applications
+        from bot.requests import applications
 
         _decide(state, ref, as_login, lambda ctx, request, actor, source, actor_id: applications.approve(
             ctx, request, actor, tier=tier, force=force, source=source, actor_id=actor_id))
@@ -217,7 +217,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def requests_reject(state, ref: str, reason: str, as_login: str | None) -> None:
         """Decline a request and close its issue as not planned."""
-        from bot import applications
+        from bot.requests import applications
 
         _decide(state, ref, as_login, lambda ctx, request, actor, source, _id: applications.reject(
             ctx, request, actor, reason, source=source))
@@ -229,7 +229,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def requests_needs_info(state, ref: str, message: str, as_login: str | None) -> None:
         """Ask the applicant for changes (the issue stays open)."""
-        from bot import applications
+        from bot.requests import applications
 
         _decide(state, ref, as_login, lambda ctx, request, actor, source, _id: applications.needs_info(
             ctx, request, actor, message, source=source))
@@ -247,7 +247,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def grants_list(state, status: str, tier: str | None, as_json: bool) -> None:
         """List grants, newest first."""
-        from bot.grants import active_domains
+        from bot.access.grants import active_domains
 
         query = select(Grant).order_by(Grant.id.desc())
         if status != "all":
@@ -292,7 +292,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def grants_set_tier(state, ref: str, tier: str, as_login: str | None) -> None:
         """Move a grant to another tier (comments on its issue, moves the tier label)."""
-        from bot import applications
+        from bot.requests import applications
 
         actor, source = actor_and_source(as_login)
         with session_scope(state.runtime.engine) as session:
@@ -310,7 +310,7 @@ def register(main: click.Group) -> None:
     @pass_state
     def grants_revoke(state, ref: str, reason: str, as_login: str | None) -> None:
         """Revoke a grant: its keys and domains stop working; the issue is told why."""
-        from bot import applications
+        from bot.requests import applications
 
         actor, source = actor_and_source(as_login)
         with session_scope(state.runtime.engine) as session:

@@ -18,11 +18,11 @@ import requests
 from werkzeug.serving import make_server
 
 from bot import create_app
-from bot.config import Settings, load_policy
-from bot.github import GitHubApp
-from bot.runtime import Runtime
-from bot.webhooks import sign
-from bot.worker import Worker
+from bot.core.config import Settings, load_policy
+from bot.github.client import GitHubApp
+from bot.intake.runtime import Runtime
+from bot.intake.webhooks import sign
+from bot.intake.worker import Worker
 from tests.conftest import HOOK_ID, WEBHOOK_SECRET
 from tests.fakegithub import FakeGitHub
 

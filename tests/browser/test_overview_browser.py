@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from bot import clock
-from bot.config import load_policy
+from bot.core import clock
+from bot.core.config import load_policy
 from tests import overview_data as data
 from tests.browser.portal_support import launch_chromium, live_stack, screenshot
 from tests.request_helpers import MAINTAINER, add_people

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import load_policy
+from bot.core.config import load_policy
 from tests.browser.portal_support import launch_chromium, live_stack, screenshot
 from tests.conftest import issue_event
 from tests.request_helpers import APPLICANT, MAINTAINER, add_people, form_body
@@ -63,7 +63,7 @@ def test_applicant_self_serves_and_manages_keys_maintainer_approves_from_the_que
     open_request_issue(stack)
     from sqlmodel import Session
 
-    from bot import gateways
+    from bot.allowlist import gateways
 
     with Session(stack.runtime.engine) as session:  # a gateway for the gateways page to list
         gateways.add(session, "edge-eu-1", stack.runtime.policy.keys.prefix, "test")

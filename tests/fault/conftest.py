@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
-from bot import migrate
-from bot.comments import STATUS_MARKER
-from bot.db import make_engine
-from bot.models import Delivery, DeliveryStatus
+from bot.core.comments import STATUS_MARKER
+from bot.core.db import make_engine
+from bot.core.models import Delivery, DeliveryStatus
+from bot.ops import migrate
 from tests.conftest import PG_URL, WEBHOOK_SECRET, _create_pg_database, _drop_pg_database
 from tests.fault.harness import Bot, GitHubServer, HookLog, TcpProxy
 
@@ -85,7 +85,7 @@ def live(request, fault_database, private_key_pem, tmp_path_factory):
         request.module, "DATABASE_PROXY", False) else None
     github = GitHubServer().start()
     # Each module installs the app on its own repository (`fake.installation_repos.append(REPO)`):
-    # the lone installed repository is the one served (bot.served), so the fake's default goes.
+    # the lone installed repository is the one served (bot.core.served), so the fake's default goes.
     github.fake.installation_repos.clear()
     workdir = tmp_path_factory.mktemp("live")
     # The policy names the repositories served (an unnamed repository's events are ignored).

@@ -34,7 +34,7 @@ from pathlib import Path
 import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from bot.webhooks import sign
+from bot.intake.webhooks import sign
 from tests.fakegithub import FakeGitHub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -443,7 +443,7 @@ class Bot:
 
 def request_body(n: int, tier: str = "flower", description: str | None = None) -> str:
     """A valid request form body for request n (its own app id and domain), as GitHub renders it."""
-    from bot.forms import bundled_schema, render_issue_body
+    from bot.rules.forms import bundled_schema, render_issue_body
 
     schema = bundled_schema()
     terms = next(f for f in schema.fields if f.id == "terms")

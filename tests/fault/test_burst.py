@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.models import DeliveryStatus
+from bot.core.models import DeliveryStatus
 from tests.conftest import comment_event, issue_event
 from tests.fault.harness import file_request, record_figures, wait_until
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bot.models import DeliveryStatus
+from bot.core.models import DeliveryStatus
 from tests.fault.harness import file_request, record_figures, wait_until
 
 REPO = "acme/fault-db"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.models import DeliveryStatus
+from bot.core.models import DeliveryStatus
 from tests.fault.harness import file_request, record_figures, wait_until
 
 REPO = "acme/fault-github"

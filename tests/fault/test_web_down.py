@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import Session, select
 
-from bot.labels import desired_labels, managed_labels
-from bot.models import AccessRequest, RequestState
+from bot.core.models import AccessRequest, RequestState
+from bot.requests.labels import desired_labels, managed_labels
 from tests.conftest import issue_event
 from tests.fault.harness import file_request, record_figures, request_body, wait_until
 
@@ -94,6 +94,6 @@ def test_redeliver_and_reconcile_converge_after_the_web_was_down(live):
 
 
 def _policy():
-    from bot.config import load_policy
+    from bot.core.config import load_policy
 
     return load_policy()

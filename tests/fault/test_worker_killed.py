@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import Session, select
 
-from bot.models import AuditEvent, Delivery, DeliveryStatus, Grant
+from bot.core.models import AuditEvent, Delivery, DeliveryStatus, Grant
 from tests.fault.harness import file_request, record_figures, wait_until
 
 REPO = "acme/fault-kill"

@@ -9,7 +9,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.models import DeliveryStatus
+from bot.core.models import DeliveryStatus
 from tests.fault.harness import file_request, record_figures, wait_until
 
 REPO = "acme/fault-stop"

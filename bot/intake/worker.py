@@ -1,0 +1,115 @@
+"""The worker loop: drain the inbox, run periodic jobs, sleep until woken or the poll interval."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bot.allowlist import versioning
+from bot.core.db import session_scope
+from bot.intake import inbox
+from bot.intake.handlers import load_handlers
+from bot.intake.router import Router
+from bot.intake.router import router as default_router
+from bot.intake.runtime import Runtime
+
+log = logging.getLogger("beekeeper.worker")
+
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+def prune_allowlist_changes(runtime: Runtime) -> None:
+    """Keep the allowlist change log to the policy's `allowlist.delta_history` versions."""
+    with session_scope(runtime.engine) as session:
+        removed = versioning.prune_changes(session, runtime.policy.allowlist.delta_history)
+    if removed:
+        log.info("pruned %d allowlist change rows", removed)
+
+
+def heartbeat_interval(lease_seconds: float) -> float:
+    """How often a worker renews its leases: three beats per lease, so one late or failed beat
+    (a slow database) does not lose the lease."""
+    return max(0.05, lease_seconds / 3)
+
+
+def default_concurrency(runtime: Runtime) -> int:
+    """Deliveries processed at once when not configured: 4 on PostgreSQL; 1 on SQLite, whose
+    single write lock (held by a handler's transaction) would run them one at a time anyway."""
+    if runtime.settings.worker_concurrency:
+        return runtime.settings.worker_concurrency
+    return 1 if runtime.engine.dialect.name == "sqlite" else 4
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, name: str | None = None, batch: int = 10, router: Router | None = None,
+                 concurrency: int | None = None):
+        self.runtime = runtime
+        self.name = name or inbox.worker_name()
+        self.batch = batch
+        self.concurrency = concurrency if concurrency is not None else default_concurrency(runtime)
+        if self.concurrency < 1:
+            raise ValueError(f"worker concurrency must be at least 1, not {self.concurrency}")
+        self.stop_event = threading.Event()
+        self._wake = runtime.wake or threading.Event()
+        self._last_run: dict[int, float] = {}
+        if router is None:
+            load_handlers()
+        self.router = router if router is not None else default_router
+        if not any(job is prune_allowlist_changes for _, job in runtime.periodic):
+            runtime.periodic.append((PRUNE_INTERVAL_SECONDS, prune_allowlist_changes))
+
+    def run_once(self) -> int:
+        """Process every due delivery; returns how many were handled."""
+        settings = self.runtime.settings
+        return inbox.drain(
+            self.runtime.engine,
+            self.router,
+            self.runtime.make_context,
+            worker=self.name,
+            lease_seconds=settings.worker_lease_seconds,
+            max_attempts=settings.worker_max_attempts,
+            batch=self.batch,
+            should_stop=self.stop_event.is_set,
+            heartbeat_seconds=heartbeat_interval(settings.worker_lease_seconds),
+            concurrency=self.concurrency,
+        )
+
+    def run_periodic(self) -> None:
+        now = time.monotonic()
+        for index, (interval, job) in enumerate(self.runtime.periodic):
+            last = self._last_run.get(index)
+            if last is not None and now - last < interval:
+                continue
+            self._last_run[index] = now
+            try:
+                job(self.runtime)
+            except Exception:  # noqa: BLE001 - a periodic job failing must not stop the worker
+                log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+    def run_forever(self) -> None:
+        log.info("worker %s started (%d at a time)", self.name, self.concurrency)
+        wake = self._wake
+        while not self.stop_event.is_set():
+            # Cleared before draining: a delivery stored while we drain sets it again, so the
+            # wait below returns at once and nothing waits a whole poll interval.
+            wake.clear()
+            try:
+                self.run_once()
+                self.run_periodic()
+            except Exception as exc:  # noqa: BLE001 - e.g. database restarting: wait and try again
+                log.error("worker loop error (%s: %.300s); retrying", type(exc).__name__, exc)
+                self.stop_event.wait(min(5.0, self.runtime.settings.worker_poll_seconds * 5))
+            wake.wait(self.runtime.settings.worker_poll_seconds)
+        log.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        """Graceful stop: the deliveries in hand (one per pool thread) are finished, the rest of
+        the batch released at once for other workers, then `run_forever` returns."""
+        self.stop_event.set()
+        self._wake.set()
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="beekeeper-worker", daemon=True)
+        thread.start()
+        return thread
