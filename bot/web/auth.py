@@ -36,7 +36,7 @@ from bot.access import sessions
 from bot.core.db import reader, session_scope
 from bot.core.errors import RetryLater
 from bot.github.client import GitHubError, exchange_oauth_code, oauth_user
-from bot.web.shared.csrf import check_csrf
+from bot.web.csrf import check_csrf
 
 log = logging.getLogger("beekeeper.auth")
 

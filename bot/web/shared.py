@@ -19,7 +19,7 @@ from bot.core.resources import templates_path
 bp = Blueprint("pages_static", __name__, static_folder=str(templates_path() / "static"),
                static_url_path="/static")
 
-from bot.web.shared.csrf import CSRF_SESSION_KEY, check_csrf, csrf_token  # noqa: E402,F401 - re-exported for the pages
+from bot.web.csrf import CSRF_SESSION_KEY, check_csrf, csrf_token  # noqa: E402,F401 - re-exported for the pages
 
 
 def no_store(response):
