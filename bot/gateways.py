@@ -27,7 +27,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot import audit, keyformat
+from beekeeper_gateway import keyformat
+from bot import audit
 from bot.clock import utcnow
 from bot.models import Gateway, GatewayPullHour
 

@@ -28,7 +28,8 @@ from urllib.parse import quote
 
 from sqlmodel import Session, select
 
-from bot import audit, keyformat, versioning
+from beekeeper_gateway import keyformat
+from bot import audit, versioning
 from bot.clock import utcnow
 from bot.models import ApiKey, Grant, GrantStatus, KeyKind
 

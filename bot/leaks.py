@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from bot import audit, gateways, keyformat, keys
+from beekeeper_gateway import keyformat
+from bot import audit, gateways, keys
 from bot.comments import Trusted, marker, render
 from bot.github import GitHubError, GitHubUnavailable
 from bot.models import ApiKey, Gateway, Grant, KeyKind

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import responses
 from sqlmodel import Session, select
 
-from bot import gateways, keyformat, versioning
+from beekeeper_gateway import keyformat
+from bot import gateways, versioning
 from bot.clock import utcnow
 from bot.models import ApiKey, Grant, GrantDomain, GrantStatus
 

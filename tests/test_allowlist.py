@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import delete, event
 from sqlmodel import select
 
-from bot import allowlist, create_app, keyformat, versioning
+from beekeeper_gateway import keyformat
+from bot import allowlist, create_app, versioning
 from bot.models import AllowlistChange, Gateway, GrantDomain
 from bot.runtime import Runtime
 from tests.allowlist_support import add_gateway, bearer, make_grant, revoke_grant, revoke_key, set_tier

@@ -15,13 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 from werkzeug.test import EnvironBuilder
 
-from bot import allowlist, gateways, keyformat
-from bot.gateway import (
+from beekeeper_gateway import keyformat
+from beekeeper_gateway.client import (
     UPDATED,
     DocumentError,
     SignatureError,
     _TwoGenerations,
 )
+from bot import allowlist, gateways
 from tests.allowlist_support import (
     bearer,
     make_grant,

@@ -9,7 +9,8 @@ import pytest
 from flask.sessions import SecureCookieSessionInterface
 from sqlmodel import Session, select
 
-from bot import keyformat, keys
+from beekeeper_gateway import keyformat
+from bot import keys
 from bot.models import ApiKey, AuditEvent, Grant
 from tests.key_helpers import csrf_of, make_grant, oauth_sign_in, rows_containing
 from tests.request_helpers import APPLICANT, STRANGER, add_people

@@ -13,9 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, text, update
 
-from bot import allowlist, signing
-from bot.cli import main
-from bot.gateway import (
+from beekeeper_gateway import (
     UPDATED,
     AllowlistClient,
     RollbackError,
@@ -23,6 +21,8 @@ from bot.gateway import (
     UntrustedKeyError,
     jwk_thumbprint,
 )
+from bot import allowlist, signing
+from bot.cli import main
 from bot.models import AllowlistChange, AllowlistCounter
 from tests.allowlist_support import ALLOWLIST_URL, bearer, make_grant, revoke_key
 from tests.conftest import WEBHOOK_SECRET

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from bot import gateways, keyformat
+from beekeeper_gateway import keyformat
+from bot import gateways
 from bot.cli import main
 from bot.models import AuditEvent, SigningKey
 from tests.allowlist_support import bearer, make_grant

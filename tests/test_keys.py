@@ -7,7 +7,8 @@ import threading
 import pytest
 from sqlmodel import Session, select
 
-from bot import grants, keyformat, keys, versioning
+from beekeeper_gateway import keyformat
+from bot import grants, keys, versioning
 from bot.models import ApiKey, AuditEvent, Grant, KeyKind
 from tests.key_helpers import claim_now, make_grant, rows_containing
 from tests.request_helpers import APPLICANT, STRANGER

@@ -8,7 +8,8 @@ import base64
 import pytest
 from sqlmodel import Session, select
 
-from bot import inbox, keyformat, keys, versioning
+from beekeeper_gateway import keyformat
+from bot import inbox, keys, versioning
 from bot.models import ApiKey, AuditEvent, Delivery, DeliveryStatus, Gateway, Grant, KeyKind
 from tests.conftest import REPO, comment_event, deliver, issue_event
 from tests.key_helpers import approved_grant, claim_now

@@ -8,8 +8,8 @@ import pytest
 import responses
 from sqlmodel import Session, select
 
+from beekeeper_gateway import AllowlistClient
 from bot import keys, versioning
-from bot.gateway import AllowlistClient
 from bot.models import AccessRequest, ApiKey, AuditEvent, Grant, GrantDomain, RequestState
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway
 from tests.conftest import REPO

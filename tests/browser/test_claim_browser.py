@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from bot import keyformat, keys
+from beekeeper_gateway import keyformat
+from bot import keys
 from tests.browser.portal_support import screenshot
 from tests.key_helpers import make_grant
 from tests.request_helpers import APPLICANT, STRANGER
