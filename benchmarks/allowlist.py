@@ -76,7 +76,7 @@ def bulk_insert(engine, grants: int, sampled: int) -> dict[int, str]:
     """Insert everything with multi-row INSERTs; returns plaintext secret keys of `sampled` grants."""
     from sqlalchemy import insert, update
 
-    from bot import keyformat
+    from beekeeper_gateway import keyformat
     from bot.core.models import AllowlistChange, AllowlistCounter, ApiKey, Grant, GrantDomain
 
     now = datetime.now(UTC)
@@ -277,7 +277,7 @@ def balanced_run(master: int, url: str, headers: dict[str, str], seconds: int, c
 
 def propagation(engine, url: str, credential: str, plaintexts: dict[int, str], poll_interval: float,
                 samples: int) -> dict:
-    from bot.gateway import AllowlistClient
+    from beekeeper_gateway import AllowlistClient
 
     client = AllowlistClient(url, credential, poll_interval=poll_interval, timeout=120)
     started = time.perf_counter()

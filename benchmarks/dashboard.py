@@ -49,13 +49,13 @@ from bot.core.models import (  # noqa: E402
     GrantDomain,
 )
 from bot.ops import migrate
-from bot.web import (
-    audit_export,
-    overview,  # noqa: E402
-)
 from bot.web.pagination import paginate  # noqa: E402
 from bot.web.queue import review_queue  # noqa: E402
 from bot.web.search import AuditFilter, GrantFilter, audit_query, grants_query  # noqa: E402
+from bot.web.shared import (
+    audit_export,
+    overview,  # noqa: E402
+)
 
 
 def median_ms(func, repeat: int = 7, clock=time.perf_counter) -> float:

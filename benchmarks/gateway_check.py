@@ -47,9 +47,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("BENCH_CODE") or ROOT)
 sys.path.insert(0, str(CODE))
 
-from bot import gateway, keyformat  # noqa: E402
+if (CODE / "gateway" / "src").is_dir():  # the client's own distribution (gateway/); an older tree: bot/gateway.py
+    sys.path.insert(0, str(CODE / "gateway" / "src"))
+    from beekeeper_gateway import client as gateway  # noqa: E402
+    from beekeeper_gateway import keyformat  # noqa: E402
+else:  # pragma: no cover - a tree from before the gateway distribution (--code)
+    from bot import gateway, keyformat  # noqa: E402
 from bot.allowlist import signing  # noqa: E402
-from bot.gateway import AllowlistClient  # noqa: E402
+
+AllowlistClient = gateway.AllowlistClient
 
 URL = "https://cdn.example.org/allowlist"
 READS_FORMAT_2 = hasattr(gateway, "SIGNATURE_HEADER")

@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import keyformat  # noqa: E402
-from bot.gateway import DECISION_GRANTS, DECISION_TABLE, DOCUMENT_TYPE, HTTP_STATUS, REASONS  # noqa: E402
+from beekeeper_gateway import DECISION_GRANTS, DECISION_TABLE, DOCUMENT_TYPE, HTTP_STATUS, REASONS, keyformat  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent / "v1.json"
 VECTORS_VERSION = 1

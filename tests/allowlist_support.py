@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import responses
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.allowlist import gateways, versioning
 from bot.core.clock import utcnow
 from bot.core.models import ApiKey, Grant, GrantDomain, GrantStatus

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import responses
 
-from bot.gateway import AllowlistClient
+from beekeeper_gateway import AllowlistClient
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway
 
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.allowlist import versioning
 from bot.core import audit
 from bot.core.clock import utcnow

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.core import audit
 from bot.core.clock import utcnow
 from bot.core.models import Gateway, GatewayPullHour

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.access import keys
 from bot.allowlist import gateways
 from bot.core import audit

@@ -46,6 +46,7 @@ from bot.core.form_templates import (  # noqa: F401 - re-exported: the schema is
     normalize_label,
     parse_form_template,
 )
+from bot.core.resources import issue_form_path  # noqa: F401 - read as forms.issue_form_path
 from bot.github.client import GitHubError, GitHubUnavailable
 
 log = logging.getLogger("beekeeper.forms")

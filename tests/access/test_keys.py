@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.access import grants, keys
 from bot.allowlist import versioning
 from bot.core.models import ApiKey, AuditEvent, Grant, KeyKind

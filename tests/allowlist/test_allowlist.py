@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import delete, event
 from sqlmodel import select
 
-from bot import create_app, keyformat
+from beekeeper_gateway import keyformat
+from bot import create_app
 from bot.allowlist import serving as allowlist
 from bot.allowlist import versioning
 from bot.core.models import AllowlistChange, Gateway, GrantDomain

@@ -15,15 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 from werkzeug.test import EnvironBuilder
 
-from bot import keyformat
-from bot.allowlist import gateways
-from bot.allowlist import serving as allowlist
-from bot.gateway import (
+from beekeeper_gateway import keyformat
+from beekeeper_gateway.client import (
     UPDATED,
     DocumentError,
     SignatureError,
     _TwoGenerations,
 )
+from bot.allowlist import gateways
+from bot.allowlist import serving as allowlist
 from tests.allowlist.test_openapi import schema_validator
 from tests.allowlist_support import (
     bearer,

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.allowlist import gateways
 from bot.cli import main
 from bot.core.models import AuditEvent, SigningKey

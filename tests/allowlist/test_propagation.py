@@ -10,7 +10,7 @@ import pytest
 import responses
 from werkzeug.serving import make_server
 
-from bot.gateway import AllowlistClient
+from beekeeper_gateway import AllowlistClient
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway, make_grant, revoke_grant, revoke_key
 
 

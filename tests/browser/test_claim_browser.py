@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.access import keys
 from tests.browser.portal_support import screenshot
 from tests.key_helpers import make_grant

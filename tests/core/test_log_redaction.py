@@ -2,7 +2,7 @@
 
 import logging
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.intake.runtime import RedactSecrets
 
 

@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from bot import keyformat
-from bot.allowlist import signing
-from bot.gateway import (
+from beekeeper_gateway import (
     NOT_MODIFIED,
     UPDATED,
     AllowlistClient,
@@ -29,7 +27,9 @@ from bot.gateway import (
     RollbackError,
     SignatureError,
     checksum_ok,
+    keyformat,
 )
+from bot.allowlist import signing
 from tests.allowlist_support import (
     ALLOWLIST_URL,
     bearer,
@@ -309,7 +309,7 @@ def test_wsgi_middleware_enforces_the_allowlist(session, make_client, frozen_clo
 
 
 def test_gateway_client_imports_without_flask():
-    code = "import sys, bot.gateway; assert 'flask' not in sys.modules and 'sqlalchemy' not in sys.modules"
+    code = "import sys, beekeeper_gateway; assert 'flask' not in sys.modules and 'sqlalchemy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from bot.gateway import (
+from beekeeper_gateway import (
     HTTP_STATUS,
     REASONS,
     AllowlistClient,

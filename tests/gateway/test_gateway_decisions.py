@@ -13,8 +13,7 @@ import responses
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from bot import keyformat
-from bot.gateway import (
+from beekeeper_gateway import (
     DECISION_GRANTS,
     DECISION_TABLE,
     HTTP_STATUS,
@@ -23,6 +22,7 @@ from bot.gateway import (
     AllowlistMiddleware,
     decision_table_markdown,
     decision_vectors,
+    keyformat,
 )
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway, make_grant, revoke_key
 

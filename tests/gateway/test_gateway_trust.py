@@ -13,11 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, text, update
 
-from bot.allowlist import serving as allowlist
-from bot.allowlist import signing
-from bot.cli import main
-from bot.core.models import AllowlistChange, AllowlistCounter
-from bot.gateway import (
+from beekeeper_gateway import (
     UPDATED,
     AllowlistClient,
     RollbackError,
@@ -25,6 +21,10 @@ from bot.gateway import (
     UntrustedKeyError,
     jwk_thumbprint,
 )
+from bot.allowlist import serving as allowlist
+from bot.allowlist import signing
+from bot.cli import main
+from bot.core.models import AllowlistChange, AllowlistCounter
 from tests.allowlist_support import ALLOWLIST_URL, bearer, make_grant, revoke_key
 from tests.conftest import WEBHOOK_SECRET
 from tests.fakegithub import API

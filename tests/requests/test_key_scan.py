@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 
 ROOT = Path(__file__).resolve().parents[2]
 SK, PK, GW = keyformat.generate("bk", "sk"), keyformat.generate("bk", "pk"), keyformat.generate("bk", "gw")

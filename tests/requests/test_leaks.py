@@ -8,7 +8,7 @@ import base64
 import pytest
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.access import keys
 from bot.allowlist import versioning
 from bot.core.models import ApiKey, AuditEvent, Delivery, DeliveryStatus, Gateway, Grant, KeyKind

@@ -8,10 +8,10 @@ import pytest
 import responses
 from sqlmodel import Session, select
 
+from beekeeper_gateway import AllowlistClient
 from bot.access import keys
 from bot.allowlist import versioning
 from bot.core.models import AccessRequest, ApiKey, AuditEvent, Grant, GrantDomain, RequestState
-from bot.gateway import AllowlistClient
 from tests.allowlist_support import ALLOWLIST_URL, AppBridge, add_gateway
 from tests.conftest import REPO
 from tests.request_helpers import (

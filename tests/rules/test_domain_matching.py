@@ -9,9 +9,8 @@ import time
 import pytest
 import responses
 
-from bot import keyformat
+from beekeeper_gateway import AllowlistClient, host_matches, host_of, keyformat
 from bot.allowlist import signing
-from bot.gateway import AllowlistClient, host_matches, host_of
 
 URL = "https://static.example.org/allowlist.jws"
 DOMAINS = ["example.com", "*.apps.example.org", "xn--bcher-kva.example.net"]
@@ -119,7 +118,7 @@ def _grant(app_id: str, domains: list[str], version: int) -> dict:
 def test_wildcard_lookup_covers_every_depth_after_deltas():
     """The suffix walk stops at the fewest labels any wildcard base has; a delta that adds a
     shallower base (or removes the shallowest) must still match exactly as before."""
-    from bot.gateway import _Snapshot
+    from beekeeper_gateway.client import _Snapshot
 
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     base = {"schema": 1, "version": 1, "generated_at": "2020-01-01T00:00:00Z", "expires_at": expires,
@@ -143,7 +142,7 @@ def test_wildcard_lookup_covers_every_depth_after_deltas():
 
 
 def test_wildcard_hits_are_remembered_per_snapshot_and_bounded(monkeypatch):
-    from bot import gateway
+    from beekeeper_gateway import client as gateway
 
     monkeypatch.setattr(gateway, "WILDCARD_HITS_MAX", 2)
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))

@@ -9,7 +9,7 @@ import pytest
 from flask.sessions import SecureCookieSessionInterface
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.access import keys
 from bot.core.models import ApiKey, AuditEvent, Grant
 from tests.key_helpers import csrf_of, make_grant, oauth_sign_in, rows_containing

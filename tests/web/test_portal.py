@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 from bot.allowlist.versioning import current_version
 from bot.core.config import load_policy
 from bot.core.models import ApiKey, AuditEvent, DomainChange, Grant, GrantDomain, RequestState

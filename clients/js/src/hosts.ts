@@ -1,4 +1,4 @@
-// Host normalisation and matching: the rules of bot.gateway.host_of / host_matches, exactly.
+// Host normalisation and matching: the rules of beekeeper_gateway.host_of / host_matches, exactly.
 
 const HOST = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
 const ASCII = /^[\x00-\x7f]*$/;

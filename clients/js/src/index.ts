@@ -1,7 +1,7 @@
 /**
  * @beekeeper/gateway: pull, verify and query the Beekeeper allowlist from a JavaScript API gateway
  * (Node.js, Cloudflare Workers, Deno, Bun). The same rules and reasons as the Python client
- * (bot.gateway.AllowlistClient); both are held to conformance/v1.json.
+ * (beekeeper_gateway.AllowlistClient); both are held to conformance/v1.json.
  *
  * No Node-only APIs here: fetch, WebCrypto (crypto.subtle) and `jose`.
  */
@@ -87,7 +87,7 @@ export const ALLOWED_PUBLISHABLE_KEY = "publishable key";
 export const ALLOWED_ORIGIN = "origin";
 export const ALLOWED_REFERRER = "referrer";
 
-/** The HTTP status the adapters answer for every reason check() gives (as bot.gateway.HTTP_STATUS). */
+/** The HTTP status the adapters answer for every reason check() gives (as beekeeper_gateway.HTTP_STATUS). */
 export const HTTP_STATUS: Readonly<Record<string, number>> = Object.freeze({
   [NOT_LOADED.reason]: 503,
   [LIST_EXPIRED.reason]: 503,
@@ -1073,7 +1073,7 @@ export class AllowlistClient {
   // -- decisions --------------------------------------------------------------------------------
 
   /** May this request use the API, and under which grant? The rules of the decision table
-   * (docs/allowlist.md), the same decisions and reasons as bot.gateway.AllowlistClient.check(). */
+   * (docs/allowlist.md), the same decisions and reasons as beekeeper_gateway.AllowlistClient.check(). */
   async check(request: CheckRequest): Promise<Decision> {
     const state = this.state;
     if (state === null) return NOT_LOADED;

@@ -1,4 +1,4 @@
-// bot.keyformat's checksum: CRC32 of the key without its last 6 characters, in base62.
+// beekeeper_gateway.keyformat's checksum: CRC32 of the key without its last 6 characters, in base62.
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 export const RANDOM_LENGTH = 30;

@@ -30,7 +30,7 @@ function fakeBot(routes) {
 }
 
 function gatewayKey() {
-  // a gateway credential with a valid checksum (bot.keyformat), made with the package's own CRC
+  // a gateway credential with a valid checksum (beekeeper_gateway.keyformat), made with the package's own CRC
   const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   let crc = -1;
   for (const ch of GATEWAY_KEY) {

@@ -63,7 +63,7 @@ from urllib.parse import parse_qs, urljoin
 import jwt
 import requests
 
-from bot import keyformat
+from beekeeper_gateway import keyformat
 
 try:  # orjson parses a 20-40 MB document 2-3x faster than json (a main dependency of the bot)
     from orjson import loads as _loads
