@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # Flask is imported by create_app only: bot.gateway must import without it
+if TYPE_CHECKING:  # Flask is imported by create_app only: `import bot` (the CLI, the worker) stays light
     from flask import Flask
 
 __all__ = ["create_app"]

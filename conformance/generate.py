@@ -3,7 +3,7 @@
     python conformance/generate.py          # rewrite conformance/v1.json
     python conformance/generate.py --check  # exit 1 if the committed file differs
 
-The Python client (bot.gateway.AllowlistClient) runs every vector in
+The Python client (beekeeper_gateway.AllowlistClient) runs every vector in
 tests/gateway/test_gateway_conformance.py, which also checks that the committed file is exactly what this
 script writes now; the JavaScript client (clients/js) runs the same file with `node --test`. So a
 rule changed on either side fails the other side's tests until both agree.
@@ -11,7 +11,7 @@ rule changed on either side fails the other side's tests until both agree.
 Deterministic: fixed timestamps, a fixed Ed25519 test key (its private half is in the file: it
 signs nothing but these vectors), fixed API keys; Ed25519 signatures are deterministic.
 
-The expected decisions are written here by hand (the request rows of bot.gateway.DECISION_TABLE,
+The expected decisions are written here by hand (the request rows of beekeeper_gateway.DECISION_TABLE,
 plus the host cases below); they are not computed by running a client.
 """
 

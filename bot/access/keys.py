@@ -3,7 +3,7 @@
 The plaintext of a key exists in exactly one place: the `IssuedKey` that `claim()` returns to
 the page that shows it once. The database keeps the SHA-256 of the whole key, a display form
 (`bk_sk_AbC1…wxYz`), the kind, the grant and the created / expires / revoked times (bot.core.models.ApiKey).
-The format itself (checksum, regex) is bot.keyformat, shared with the gateway client.
+The format itself (checksum, regex) is beekeeper_gateway.keyformat, shared with the gateway client.
 
 Life of a grant's keys:
 

@@ -1,6 +1,6 @@
 """Gateway credentials: who may pull the allowlist, and what each gateway last pulled.
 
-A credential looks like every other Beekeeper key (`<prefix>_gw_…`, bot.keyformat). Its
+A credential looks like every other Beekeeper key (`<prefix>_gw_…`, beekeeper_gateway.keyformat). Its
 plaintext is shown once by `beekeeper gateways add NAME`; only its SHA-256 is stored. Revoking a
 gateway makes its very next request answer 401.
 

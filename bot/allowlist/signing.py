@@ -4,7 +4,7 @@ The private key is stored as PEM in the `signing_key` table and never leaves the
 public half is published at `/.well-known/jwks.json`. A key's `kid` is its RFC 7638 JWK
 thumbprint, so anyone can recompute it from the public key.
 
-A gateway may pin the keys it trusts (bot.gateway `trusted_keys`, by thumbprint). For those,
+A gateway may pin the keys it trusts (beekeeper_gateway `trusted_keys`, by thumbprint). For those,
 `prepare` makes the next key ahead of time: published in the JWKS, not signing, its thumbprint
 printed by `beekeeper signing-keys list`, so gateways pin it before `rotate` makes it the signer.
 

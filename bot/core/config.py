@@ -558,7 +558,7 @@ class Allowlist(_Strict):
     signing_key_grace_hours: float = Field(default=72, ge=0)
     delta_history: int = Field(default=100_000, ge=1)  # versions kept for ?since=
     pull_stats_flush_seconds: float = Field(default=5, ge=0)  # gateway pull counts written this often
-    # how often gateways poll (bot.gateway's AllowlistClient poll_interval); the dashboard overview
+    # how often gateways poll (beekeeper_gateway's AllowlistClient poll_interval); the dashboard overview
     # shows a gateway in red when it has not pulled for three of these
     gateway_poll_seconds: float = Field(default=30, gt=0)
 

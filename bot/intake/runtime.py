@@ -80,7 +80,7 @@ class RedactSecrets(logging.Filter):
     """Last line of defence: nothing we log should hold a secret, but if a message ever does
     (a token in an exception text, say), it is replaced before it reaches the log."""
 
-    # GitHub tokens, JWTs, and our own keys (bot.keyformat: prefix_sk|pk|gw_ + 36 base62 chars).
+    # GitHub tokens, JWTs, and our own keys (beekeeper_gateway.keyformat: prefix_sk|pk|gw_ + 36 base62 chars).
     TOKEN = re.compile(r"\b(?:gh[opsu]_[A-Za-z0-9]{16,}|github_pat_\w{20,}|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]+"
                        r"|[a-z][a-z0-9]{1,9}_(?:sk|pk|gw)_[0-9A-Za-z]{36})\b")
 

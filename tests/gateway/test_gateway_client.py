@@ -1,4 +1,4 @@
-"""bot.gateway.AllowlistClient against the real app (served through `responses`): polling with
+"""beekeeper_gateway.AllowlistClient against the real app (served through `responses`): polling with
 ETag and since, JWS verification, refusal of tampered, rolled-back and expired documents,
 failing closed, key decisions, and the WSGI middleware."""
 

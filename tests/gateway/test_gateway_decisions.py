@@ -1,4 +1,4 @@
-"""The gateway's decision table (bot.gateway.DECISION_TABLE, shown in docs/allowlist.md), every
+"""The gateway's decision table (beekeeper_gateway.DECISION_TABLE, shown in docs/allowlist.md), every
 row through `AllowlistClient.check()` and the WSGI middleware, against a document served by the
 real app. The table is the single statement of the rules: the docs must show it as it is."""
 

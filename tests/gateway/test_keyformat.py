@@ -19,7 +19,7 @@ DOCUMENTED_REGEX = re.compile(r"\bbk_(sk|pk|gw)_[0-9A-Za-z]{36}\b")
 
 
 def reference_checksum(body: str) -> str:
-    """The checksum as docs/keys.md describes it, written independently of bot.keyformat."""
+    """The checksum as docs/keys.md describes it, written independently of beekeeper_gateway.keyformat."""
     value, digits = zlib.crc32(body.encode("ascii")), ""
     while value:
         digits = BASE62[value % 62] + digits

@@ -1,4 +1,4 @@
-"""The host-matching rules of bot.gateway, as a table: exact host, or a subdomain under a declared
+"""The host-matching rules of beekeeper_gateway, as a table: exact host, or a subdomain under a declared
 leading wildcard; never a substring, a prefix or a suffix without the dot."""
 
 from __future__ import annotations
