@@ -138,3 +138,13 @@ def test_every_package_says_what_it_owns_and_may_import():
         if init.parent.name in LAYERS and init.parent.name != "cli":
             doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
             assert "May import:" in doc, f"{init}: the docstring says what the package may import"
+
+
+def test_the_wheel_lists_every_package():
+    """setuptools is given an explicit package list (templates and the form ship as packages too):
+    a new subpackage missing from it would be left out of the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((BOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {module_name(init) for init in BOT.rglob("__init__.py")}
+    assert on_disk - listed == set()
