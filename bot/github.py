@@ -230,14 +230,29 @@ class _Raw(NonCompletableGithubObject):
 class _NoDefaultPort:
     """PyGithub's connection, with the URL written as GitHub documents it: PyGithub always adds the
     port (https://api.github.com:443/...), which the server ignores but URL-keyed tools (the
-    `responses` mocks, egress proxies' allowlists, logs) see as a different URL."""
+    `responses` mocks, egress proxies' allowlists, logs) see as a different URL.
+
+    Safe to share between threads: PyGithub keeps one connection object per Requester and hands
+    it a call in two steps, `request()` (which stored the verb, URL, headers and body on the
+    object) then `getresponse()`. The worker's threads share an installation's Requester, so one
+    thread's `request()` could land between another's two steps and both would send the second
+    call (one call lost, one made twice, each answer handed to the wrong caller). The call is
+    kept per thread instead; the requests Session under it pools connections for every thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._calls = threading.local()
+
+    def request(self, verb: str, url: str, input: Any, headers: dict[str, str], stream: bool = False) -> None:
+        self._calls.pending = (verb, url, input, headers)
 
     def getresponse(self) -> RequestsResponse:
+        verb, path, body, headers = self._calls.pending
+        self._calls.pending = None
         port = "" if self.port == {"https": 443, "http": 80}[self.protocol] else f":{self.port}"
-        url = f"{self.protocol}://{self.host}{port}{self.url}"
-        return RequestsResponse(getattr(self.session, self.verb.lower())(
-            url, headers=self.headers, data=self.input, timeout=self.timeout, verify=self.verify,
-            allow_redirects=False))
+        url = f"{self.protocol}://{self.host}{port}{path}"
+        return RequestsResponse(getattr(self.session, verb.lower())(
+            url, headers=headers, data=body, timeout=self.timeout, verify=self.verify, allow_redirects=False))
 
 
 class _HTTPSConnection(_NoDefaultPort, HTTPSRequestsConnectionClass):

@@ -88,6 +88,49 @@ def test_installation_token_is_fetched_once_and_reused(github, fake_github, issu
     assert fake_github.count("POST", r"^/app/installations/1/access_tokens$") == 1
 
 
+def test_threads_sharing_an_installation_each_get_their_own_answer(github, fake_github, monkeypatch):
+    """PyGithub hands a call to the installation's one connection object in two steps, request()
+    then getresponse(); the worker's threads share it. Another thread's whole call made between
+    one thread's two steps must not replace that thread's call (before the fix, both sent the
+    second call: one call lost, one made twice, an answer handed to the wrong caller)."""
+    import bot.github as github_module
+
+    fake_github.add_user("alice-dev", 5001)
+    fake_github.add_user("bob-dev", 5002)
+    client = github.for_installation(1)
+    client.get_user("alice-dev")  # the token is fetched before the race, so each thread makes one call
+    first_between_steps, second_done = threading.Event(), threading.Event()
+    original = github_module._NoDefaultPort.getresponse
+
+    def getresponse(self):
+        if threading.current_thread().name == "first" and not first_between_steps.is_set():
+            first_between_steps.set()  # request() done, getresponse() not yet: let the other call run
+            assert second_done.wait(10)
+        return original(self)
+
+    monkeypatch.setattr(github_module._NoDefaultPort, "getresponse", getresponse)
+    answers: dict[str, str] = {}
+
+    def first():
+        answers["first"] = client.get_user("alice-dev")["login"]
+
+    def second():
+        assert first_between_steps.wait(10)
+        try:
+            answers["second"] = client.get_user("bob-dev")["login"]
+        finally:
+            second_done.set()
+
+    mark = len(fake_github.calls)
+    threads = [threading.Thread(target=first, name="first"), threading.Thread(target=second, name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert answers == {"first": "alice-dev", "second": "bob-dev"}
+    assert sorted(path for _, path, _ in fake_github.calls[mark:]) == ["/users/alice-dev", "/users/bob-dev"]
+
+
 def test_installation_requests_carry_the_installation_token(github):
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     with responses.RequestsMock() as rsps:
