@@ -12,6 +12,7 @@ cProfile (or without it, `--no-profile`, for the CPU figure alone).
     .venv/bin/python benchmarks/profile_delivery.py                      # SQLite in a temp dir
     .venv/bin/python benchmarks/profile_delivery.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python benchmarks/profile_delivery.py --no-profile --rounds 5   # CPU ms per delivery only
+    .venv/bin/python benchmarks/profile_delivery.py --no-profile --code /tmp/before   # another tree's `bot`
 
 Prints CPU ms and wall ms per delivery (medians over `--rounds`), then the profile's top functions.
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if "--code" in sys.argv:  # `bot` from another source tree (before/after in one session), ahead of this one
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--code") + 1]).resolve()))
 
 
 def main() -> int:
@@ -44,6 +47,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=35, help="functions shown, by cumulative and by own time")
     parser.add_argument("--trace-sql", action="store_true",
                         help="count SQL statements per delivery; list one delivery's, with the bot/ line of each")
+    parser.add_argument("--code", type=Path, default=None, metavar="DIR",
+                        help="profile the `bot` package of another source tree (e.g. `git archive` of an earlier "
+                             "commit)")
     parser.add_argument("--save", type=Path, default=None, help="also write the profile (pstats) to this file")
     args = parser.parse_args()
 
@@ -139,7 +145,10 @@ def main() -> int:
         if args.database_url:
             _drop_pg_database(args.database_url, url)
     dialect = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"\n{dialect}, {args.issues} issues.opened deliveries per round, GitHub answering in {args.github_ms:.0f} "
+    import bot
+
+    print(f"\nbot from {Path(bot.__file__).parent}")
+    print(f"{dialect}, {args.issues} issues.opened deliveries per round, GitHub answering in {args.github_ms:.0f} "
           f"ms{'' if args.no_profile else ', under cProfile'}: median (min–max) of {args.rounds} rounds per delivery: "
           f"CPU {statistics.median(cpu_ms):.1f} ms ({min(cpu_ms):.1f}–{max(cpu_ms):.1f}), "
           f"wall {statistics.median(wall_ms):.1f} ms ({min(wall_ms):.1f}–{max(wall_ms):.1f})")

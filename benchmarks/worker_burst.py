@@ -20,6 +20,8 @@ issue got exactly one status comment and every delivery was processed on its fir
 
     .venv/bin/python benchmarks/worker_burst.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python benchmarks/worker_burst.py --concurrency 1      # SQLite: a file in a temporary directory
+    git archive --prefix=before/ COMMIT | tar -x -C /tmp && \
+        .venv/bin/python benchmarks/worker_burst.py --code /tmp/before ...   # the workers of another tree
 
 Each round also reports the worker processes' CPU per delivery of the burst (user + system time
 from /proc, warm-up excluded) and the load average, since this machine is shared. With
@@ -211,6 +213,9 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="`beekeeper worker` processes, each with C threads")
     parser.add_argument("--github-ms", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a round may take")
+    parser.add_argument("--code", type=Path, default=None, metavar="DIR",
+                        help="run gunicorn and the workers on the `bot` package of another source tree (e.g. "
+                             "`git archive` of an earlier commit), for before/after in one session")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="sample the workers during each burst with py-spy into DIR")
     args = parser.parse_args()
@@ -251,6 +256,8 @@ def main() -> int:
         "BEEKEEPER_POLICY": str(workdir / "policy.yml"), "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance"),
         "BEEKEEPER_WORKER_POLL_SECONDS": "1.0", "BEEKEEPER_LOG_LEVEL": "INFO",
     }
+    if args.code is not None:  # ahead of the installed (editable) tree
+        env["PYTHONPATH"] = str(args.code.resolve())
     bot = Bot(env=env, workdir=workdir, web_workers=2)
     bot.env["BEEKEEPER_PUBLIC_URL"] = bot.url
     hooks = HookLog(github.fake, f"{bot.url}/webhook", WEBHOOK_SECRET)

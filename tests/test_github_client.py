@@ -131,6 +131,34 @@ def test_threads_sharing_an_installation_each_get_their_own_answer(github, fake_
     assert sorted(path for _, path, _ in fake_github.calls[mark:]) == ["/users/alice-dev", "/users/bob-dev"]
 
 
+def test_a_label_seen_recently_is_not_asked_for_again(github, fake_github, monkeypatch):
+    """Every review that adds a label ensured it exists with a GET; a label this process saw or
+    created within LABEL_MEMO_SECONDS is taken as existing. A label found missing is forgotten."""
+    import bot.github as github_module
+
+    now = [1000.0]
+    monkeypatch.setattr(github_module.time, "monotonic", lambda: now[0])
+    client = github.for_installation(1)
+
+    def label_calls():
+        return [(m, p) for m, p, _ in fake_github.calls if "/labels" in p and "/issues/" not in p]
+
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    assert label_calls() == [("GET", f"/repos/{REPO}/labels/validated"), ("POST", f"/repos/{REPO}/labels")]
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    github.for_installation(2).ensure_label(REPO.upper(), "Validated")  # names compare without case
+    assert len(label_calls()) == 2  # no call: seen to exist a moment ago
+    now[0] += github_module.LABEL_MEMO_SECONDS + 1
+    client.ensure_label(REPO, "validated")
+    assert label_calls()[2:] == [("GET", f"/repos/{REPO}/labels/validated")]  # asked again once the memo ran out
+
+    del fake_github.labels[REPO]["validated"]  # deleted on GitHub
+    assert client.label_exists(REPO, "validated") is False  # doctor's question forgets it
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    assert label_calls()[-2:] == [("GET", f"/repos/{REPO}/labels/validated"), ("POST", f"/repos/{REPO}/labels")]
+    assert "validated" in fake_github.labels[REPO]
+
+
 def test_installation_requests_carry_the_installation_token(github):
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     with responses.RequestsMock() as rsps:
