@@ -43,7 +43,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import jwt
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, GithubIntegration, GithubRetry
 from github.GithubException import (
     GithubException,
@@ -330,6 +333,31 @@ class _Bearer(Auth.Token):
         return "Bearer"
 
 
+class _AppKey:
+    """Signs the app's JWTs (RS256, as PyGithub's AppAuth does) with the private key parsed once.
+
+    Given the PEM text, PyJWT parses and checks the RSA key for every JWT: ~70 ms of CPU each
+    time, paid by every installation token fetch and every app-level call. A key that does not
+    parse is handed to PyJWT as text, so it fails as it did before."""
+
+    def __init__(self, pem: str):
+        self._pem = pem
+        self._key: Any = None
+
+    def sign(self, payload: dict) -> str:
+        key = self._key
+        if key is None:
+            try:
+                key = serialization.load_pem_private_key(self._pem.encode(), password=None)
+            except (ValueError, TypeError):
+                key = None
+            if isinstance(key, rsa.RSAPrivateKey):
+                self._key = key
+            else:
+                key = self._pem
+        return jwt.encode(payload, key=key, algorithm="RS256")
+
+
 @dataclass
 class _CachedToken:
     token: str
@@ -347,7 +375,7 @@ class GitHubApp:
         self.private_key = private_key
         self.api_url = api_url.rstrip("/")
         self.retry = Retry(sleep=sleep)
-        self._auth = Auth.AppAuth(int(app_id), private_key, jwt_expiry=JWT_EXPIRY_SECONDS,
+        self._auth = Auth.AppAuth(int(app_id), sign_func=_AppKey(private_key).sign, jwt_expiry=JWT_EXPIRY_SECONDS,
                                   jwt_issued_at=JWT_ISSUED_AT_SECONDS) if self.configured else None
         self._integration = GithubIntegration(
             auth=self._auth, base_url=self.api_url, timeout=TIMEOUT_SECONDS, user_agent=USER_AGENT,

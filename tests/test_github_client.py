@@ -57,6 +57,29 @@ def test_app_jwt_claims_verify_with_the_public_key(github, private_key_pem):
         jwt.decode(token, someone_else.public_key(), algorithms=["RS256"])
 
 
+def test_the_private_key_is_parsed_once_for_every_jwt(github, private_key_pem, monkeypatch):
+    """PyJWT parsed (and checked) the PEM for every JWT, ~70 ms of CPU per token fetch."""
+    import bot.github as github_module
+
+    parsed = []
+    load = github_module.serialization.load_pem_private_key
+    monkeypatch.setattr(github_module.serialization, "load_pem_private_key",
+                        lambda *args, **kwargs: parsed.append(1) or load(*args, **kwargs))
+    tokens = [github.app_jwt() for _ in range(3)]
+    assert len(parsed) == 1
+    for token in tokens:
+        assert jwt.decode(token, public_key(private_key_pem), algorithms=["RS256"])["iss"] == "424242"
+
+
+def test_a_private_key_that_does_not_parse_fails_as_before():
+    app = GitHubApp("424242", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n", API)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - PyJWT's own error, whatever it is
+        app.app_jwt()
+    with pytest.raises(type(caught.value)):
+        jwt.encode({"iss": "1"}, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+                   algorithm="RS256")
+
+
 def test_app_endpoints_are_called_with_the_jwt(github, private_key_pem):
     with responses.RequestsMock() as rsps:
         rsps.get(f"{API}/app", json={"id": APP_ID, "slug": "beekeeper-test"})
