@@ -1,13 +1,15 @@
 """The only module that talks to GitHub, built on PyGithub 2.x.
 
 Which part of PyGithub does what (docs/ARCHITECTURE.md has the table):
-- `Auth.AppAuth` signs the app's JWT (RS256, iat 60 s in the past, exp 9 min ahead, iss = app id);
+- `Auth.AppAuth` makes the app's JWT (RS256, iat 60 s in the past, exp 9 min ahead, iss = app id),
+  signed by `_AppKey` with the private key parsed once per process;
   `GithubIntegration` makes the app-level calls (installation tokens, installations, /app).
 - Installation access tokens come from `GithubIntegration.get_access_token` and are cached here,
   per installation, until five minutes before they expire (PyGithub's own refresh margin is
   shorter), under a lock shared by the worker's threads.
 - One PyGithub `Requester` per installation (auth = that cached token), kept for the process, so
-  connections are reused. Lists go through `PaginatedList`; single calls through the requester's
+  connections are reused; the worker's threads share it (`_NoDefaultPort` keeps each thread's call
+  apart). Lists go through `PaginatedList`; single calls through the requester's
   `requestJsonAndCheck`, which returns GitHub's JSON as it came: the callers keep plain dicts, and
   no call is added (PyGithub's typed objects would fetch `GET /repos/{repo}` or complete themselves
   with a second GET; a request flow makes exactly the calls it made before PyGithub).
