@@ -182,6 +182,30 @@ def test_a_label_seen_recently_is_not_asked_for_again(github, fake_github, monke
     assert "validated" in fake_github.labels[REPO]
 
 
+def test_proxies_and_ca_bundle_from_the_environment_still_apply(private_key_pem, monkeypatch):
+    """requests read them from the environment on every call; now once per connection. Same
+    outcome: the API host's proxy and the CA bundle are used, a no_proxy host goes direct."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "ghe.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company.pem")
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with responses.RequestsMock() as rsps:
+        for host in ("api.github.com", "ghe.internal"):
+            rsps.post(f"https://{host}/app/installations/1/access_tokens", status=201,
+                      json={"token": "ghs_x", "expires_at": expires})
+            rsps.get(f"https://{host}/users/octocat", json=OCTOCAT)
+        GitHubApp("424242", private_key_pem, "https://api.github.com").for_installation(1).get_user("octocat")
+        GitHubApp("424242", private_key_pem, "https://ghe.internal").for_installation(1).get_user("octocat")
+        sent = [(call.request.url, call.request.req_kwargs) for call in rsps.calls]
+    assert [url for url, _ in sent] == [
+        "https://api.github.com/app/installations/1/access_tokens", "https://api.github.com/users/octocat",
+        "https://ghe.internal/app/installations/1/access_tokens", "https://ghe.internal/users/octocat"]
+    for url, kwargs in sent:
+        assert kwargs["verify"] == "/etc/ssl/certs/company.pem"
+        expected = None if "ghe.internal" in url else "http://proxy.internal:3128"
+        assert kwargs["proxies"].get("https") == expected, url
+
+
 def test_installation_requests_carry_the_installation_token(github):
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     with responses.RequestsMock() as rsps:
