@@ -13,8 +13,8 @@ by --database-url, dropped afterwards) or, without --database-url, a fresh SQLit
 Each round files N requests in a repository of its own (valid forms, each applicant an old
 account of their own), sends the N `issues.opened` webhooks at once (N threads) and measures,
 per issue, the time from its webhook being sent to the first POST of its status comment (the
-report) arriving at the fake GitHub. The worker is warmed up first by one issue of its own (a
-running worker has its installation token and lazily loaded data already); it polls every 1 s
+report) arriving at the fake GitHub. Each worker process is warmed up first by an issue of its
+own (a running worker has its installation token and lazily loaded data already); it polls every 1 s
 (the default), as a `beekeeper worker` process beside gunicorn does. A round fails unless every
 issue got exactly one status comment and every delivery was processed on its first attempt.
 
@@ -134,24 +134,35 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
     # The only installed repository, so it is served without a policy list (bot.served); the
     # worker starts after this, so its memo of the installation's repositories is fresh.
     fake.installation_repos[:] = [repo]
-    opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}  # issue N+1: the warm-up
+    opened = {n: file_request(fake, repo, n) for n in range(1, issues + 1)}  # N+1…: the warm-up
     bot, hooks = live["bot"], live["hooks"]
     logs = [bot.workdir / f"worker-{n}.log" for n in range(processes)]  # reused by every round (appended to)
 
+    def lines(text: str) -> list[int]:
+        return [log.read_text(errors="replace").count(text) if log.exists() else 0 for log in logs]
+
     def started_lines() -> list[int]:
-        return [log.read_text(errors="replace").count("beekeeper.worker worker") if log.exists() else 0
-                for log in logs]
+        return lines("beekeeper.worker worker")
 
     before = started_lines()
+    processed_before = lines("event=issues.opened processed")
     workers = [bot.start_worker(extra_env={"BEEKEEPER_WORKER_CONCURRENCY": str(concurrency)}, batch=10)
                for _ in range(processes)]
     wait_until(lambda: all(a > b for a, b in zip(started_lines(), before, strict=True)), 30,
                what="the workers to start")  # imports are not measured
     # A running worker is warm: its first delivery pays for the installation token, the served
-    # repositories, lazily loaded data… One issue first, then the burst.
-    warm = file_request(fake, repo, issues + 1)
-    assert hooks.send("issues", warm, str(uuid.uuid4())) == 202
-    wait_until(lambda: (repo, issues + 1) in slow.reported, timeout, interval=0.05, what="the warm-up report")
+    # repositories, lazily loaded data… Warm-up issues one at a time until every worker process
+    # has reviewed one (whichever polls first takes each), then the burst.
+    warm_number = issues
+    while any(now == then for now, then in zip(lines("event=issues.opened processed"), processed_before,
+                                               strict=True)):
+        warm_number += 1
+        assert warm_number <= issues + 10 * processes, "a worker process took no warm-up issue"
+        warm = file_request(fake, repo, warm_number)
+        assert hooks.send("issues", warm, str(uuid.uuid4())) == 202
+        wait_until(lambda n=warm_number: (repo, n) in slow.reported, timeout, interval=0.05,
+                   what="the warm-up report")
+        wait_until(lambda: live["pending"]() == 0, timeout, interval=0.05, what="the warm-up to finish")
     sent: dict[int, float] = {}
     ready = threading.Barrier(issues)
 
