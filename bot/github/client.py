@@ -1,13 +1,15 @@
 """The only module that talks to GitHub, built on PyGithub 2.x.
 
 Which part of PyGithub does what (docs/ARCHITECTURE.md has the table):
-- `Auth.AppAuth` signs the app's JWT (RS256, iat 60 s in the past, exp 9 min ahead, iss = app id);
+- `Auth.AppAuth` makes the app's JWT (RS256, iat 60 s in the past, exp 9 min ahead, iss = app id),
+  signed by `_AppKey` with the private key parsed once per process;
   `GithubIntegration` makes the app-level calls (installation tokens, installations, /app).
 - Installation access tokens come from `GithubIntegration.get_access_token` and are cached here,
   per installation, until five minutes before they expire (PyGithub's own refresh margin is
   shorter), under a lock shared by the worker's threads.
 - One PyGithub `Requester` per installation (auth = that cached token), kept for the process, so
-  connections are reused. Lists go through `PaginatedList`; single calls through the requester's
+  connections are reused; the worker's threads share it (`_NoDefaultPort` keeps each thread's call
+  apart). Lists go through `PaginatedList`; single calls through the requester's
   `requestJsonAndCheck`, which returns GitHub's JSON as it came: the callers keep plain dicts, and
   no call is added (PyGithub's typed objects would fetch `GET /repos/{repo}` or complete themselves
   with a second GET; a request flow makes exactly the calls it made before PyGithub).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +45,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import jwt
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, GithubIntegration, GithubRetry
 from github.GithubException import (
     GithubException,
@@ -71,6 +77,7 @@ TIMEOUT_SECONDS = 15
 PER_PAGE = 100
 JWT_EXPIRY_SECONDS = 9 * 60  # GitHub refuses more than 10 minutes
 JWT_ISSUED_AT_SECONDS = -60  # in the past: absorbs clock drift
+LABEL_MEMO_SECONDS = 600.0  # ensure_label does not ask again for a label seen this recently
 
 
 class GitHubError(Exception):
@@ -230,14 +237,37 @@ class _Raw(NonCompletableGithubObject):
 class _NoDefaultPort:
     """PyGithub's connection, with the URL written as GitHub documents it: PyGithub always adds the
     port (https://api.github.com:443/...), which the server ignores but URL-keyed tools (the
-    `responses` mocks, egress proxies' allowlists, logs) see as a different URL."""
+    `responses` mocks, egress proxies' allowlists, logs) see as a different URL.
+
+    Safe to share between threads: PyGithub keeps one connection object per Requester and hands
+    it a call in two steps, `request()` (which stored the verb, URL, headers and body on the
+    object) then `getresponse()`. The worker's threads share an installation's Requester, so one
+    thread's `request()` could land between another's two steps and both would send the second
+    call (one call lost, one made twice, each answer handed to the wrong caller). The call is
+    kept per thread instead; the requests Session under it pools connections for every thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._calls = threading.local()
+        # What requests would read from the environment on every call (proxies for this host,
+        # a CA bundle), read once: it walked os.environ twice per call, ~0.4 ms of CPU per GitHub
+        # call. A connection object serves one host, and a process's environment does not change.
+        url = f"{self.protocol}://{self.host}:{self.port}/"
+        self.session.proxies.update(requests.utils.get_environ_proxies(url))
+        if self.verify is True:
+            self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.session.trust_env = False
+
+    def request(self, verb: str, url: str, input: Any, headers: dict[str, str], stream: bool = False) -> None:
+        self._calls.pending = (verb, url, input, headers)
 
     def getresponse(self) -> RequestsResponse:
+        verb, path, body, headers = self._calls.pending
+        self._calls.pending = None
         port = "" if self.port == {"https": 443, "http": 80}[self.protocol] else f":{self.port}"
-        url = f"{self.protocol}://{self.host}{port}{self.url}"
-        return RequestsResponse(getattr(self.session, self.verb.lower())(
-            url, headers=self.headers, data=self.input, timeout=self.timeout, verify=self.verify,
-            allow_redirects=False))
+        url = f"{self.protocol}://{self.host}{port}{path}"
+        return RequestsResponse(getattr(self.session, verb.lower())(
+            url, headers=headers, data=body, timeout=self.timeout, verify=self.verify, allow_redirects=False))
 
 
 class _HTTPSConnection(_NoDefaultPort, HTTPSRequestsConnectionClass):
@@ -305,6 +335,31 @@ class _Bearer(Auth.Token):
         return "Bearer"
 
 
+class _AppKey:
+    """Signs the app's JWTs (RS256, as PyGithub's AppAuth does) with the private key parsed once.
+
+    Given the PEM text, PyJWT parses and checks the RSA key for every JWT: ~70 ms of CPU each
+    time, paid by every installation token fetch and every app-level call. A key that does not
+    parse is handed to PyJWT as text, so it fails as it did before."""
+
+    def __init__(self, pem: str):
+        self._pem = pem
+        self._key: Any = None
+
+    def sign(self, payload: dict) -> str:
+        key = self._key
+        if key is None:
+            try:
+                key = serialization.load_pem_private_key(self._pem.encode(), password=None)
+            except (ValueError, TypeError):
+                key = None
+            if isinstance(key, rsa.RSAPrivateKey):
+                self._key = key
+            else:
+                key = self._pem
+        return jwt.encode(payload, key=key, algorithm="RS256")
+
+
 @dataclass
 class _CachedToken:
     token: str
@@ -322,7 +377,7 @@ class GitHubApp:
         self.private_key = private_key
         self.api_url = api_url.rstrip("/")
         self.retry = Retry(sleep=sleep)
-        self._auth = Auth.AppAuth(int(app_id), private_key, jwt_expiry=JWT_EXPIRY_SECONDS,
+        self._auth = Auth.AppAuth(int(app_id), sign_func=_AppKey(private_key).sign, jwt_expiry=JWT_EXPIRY_SECONDS,
                                   jwt_issued_at=JWT_ISSUED_AT_SECONDS) if self.configured else None
         self._integration = GithubIntegration(
             auth=self._auth, base_url=self.api_url, timeout=TIMEOUT_SECONDS, user_agent=USER_AGENT,
@@ -331,6 +386,7 @@ class GitHubApp:
         ) if self._auth else None
         self._tokens: dict[int, _CachedToken] = {}
         self._requesters: dict[int, Requester] = {}
+        self._labels: dict[tuple[str, str], float] = {}  # (repo, label) -> seen to exist until (monotonic)
         self._lock = threading.Lock()
         self._slug: str | None = None
 
@@ -378,6 +434,25 @@ class GitHubApp:
 
     def for_installation(self, installation_id: int) -> InstallationClient:
         return InstallationClient(self, installation_id)
+
+    # --- labels known to exist (ensure_label) ------------------------------------------------
+
+    def label_known(self, repo: str, name: str) -> bool:
+        with self._lock:
+            until = self._labels.get((repo.lower(), name.lower()))
+        return until is not None and until > time.monotonic()
+
+    def remember_label(self, repo: str, name: str) -> None:
+        """Seen to exist. If it is deleted meanwhile, adding it to an issue recreates it (GitHub
+        creates a missing label then, in the default colour) until the memo runs out."""
+        with self._lock:
+            if len(self._labels) >= 4096:  # many repositories: start again rather than grow
+                self._labels.clear()
+            self._labels[(repo.lower(), name.lower())] = time.monotonic() + LABEL_MEMO_SECONDS
+
+    def forget_label(self, repo: str, name: str) -> None:
+        with self._lock:
+            self._labels.pop((repo.lower(), name.lower()), None)
 
     # --- app-level endpoints ----------------------------------------------------------------
 
@@ -553,10 +628,16 @@ class InstallationClient:
         try:
             self.request("GET", f"/repos/{repo}/labels/{quote(name, safe='')}")
         except NotFound:
+            self.app.forget_label(repo, name)
             return False
+        self.app.remember_label(repo, name)
         return True
 
     def ensure_label(self, repo: str, name: str, color: str = "ededed", description: str = "") -> None:
+        """Create the label unless it exists. A label seen or created by this process in the last
+        LABEL_MEMO_SECONDS is not asked for again: every review adding a label made this GET."""
+        if self.app.label_known(repo, name):
+            return
         try:
             self.request("GET", f"/repos/{repo}/labels/{quote(name, safe='')}")
         except NotFound:
@@ -566,6 +647,7 @@ class InstallationClient:
             except GitHubError as exc:
                 if exc.status != 422:  # 422: created meanwhile by another worker
                     raise
+        self.app.remember_label(repo, name)
 
     # --- people and permissions --------------------------------------------------------------
 

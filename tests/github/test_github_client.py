@@ -57,6 +57,29 @@ def test_app_jwt_claims_verify_with_the_public_key(github, private_key_pem):
         jwt.decode(token, someone_else.public_key(), algorithms=["RS256"])
 
 
+def test_the_private_key_is_parsed_once_for_every_jwt(github, private_key_pem, monkeypatch):
+    """PyJWT parsed (and checked) the PEM for every JWT, ~70 ms of CPU per token fetch."""
+    import bot.github.client as github_module
+
+    parsed = []
+    load = github_module.serialization.load_pem_private_key
+    monkeypatch.setattr(github_module.serialization, "load_pem_private_key",
+                        lambda *args, **kwargs: parsed.append(1) or load(*args, **kwargs))
+    tokens = [github.app_jwt() for _ in range(3)]
+    assert len(parsed) == 1
+    for token in tokens:
+        assert jwt.decode(token, public_key(private_key_pem), algorithms=["RS256"])["iss"] == "424242"
+
+
+def test_a_private_key_that_does_not_parse_fails_as_before():
+    app = GitHubApp("424242", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n", API)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - PyJWT's own error, whatever it is
+        app.app_jwt()
+    with pytest.raises(type(caught.value)):
+        jwt.encode({"iss": "1"}, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+                   algorithm="RS256")
+
+
 def test_app_endpoints_are_called_with_the_jwt(github, private_key_pem):
     with responses.RequestsMock() as rsps:
         rsps.get(f"{API}/app", json={"id": APP_ID, "slug": "beekeeper-test"})
@@ -86,6 +109,101 @@ def test_installation_token_is_fetched_once_and_reused(github, fake_github, issu
     github.for_installation(1).get_issue(REPO, 1)  # a new client for the same installation: same cache
     assert fake_github.tokens_issued == 1
     assert fake_github.count("POST", r"^/app/installations/1/access_tokens$") == 1
+
+
+def test_threads_sharing_an_installation_each_get_their_own_answer(github, fake_github, monkeypatch):
+    """PyGithub hands a call to the installation's one connection object in two steps, request()
+    then getresponse(); the worker's threads share it. Another thread's whole call made between
+    one thread's two steps must not replace that thread's call (before the fix, both sent the
+    second call: one call lost, one made twice, an answer handed to the wrong caller)."""
+    import bot.github.client as github_module
+
+    fake_github.add_user("alice-dev", 5001)
+    fake_github.add_user("bob-dev", 5002)
+    client = github.for_installation(1)
+    client.get_user("alice-dev")  # the token is fetched before the race, so each thread makes one call
+    first_between_steps, second_done = threading.Event(), threading.Event()
+    original = github_module._NoDefaultPort.getresponse
+
+    def getresponse(self):
+        if threading.current_thread().name == "first" and not first_between_steps.is_set():
+            first_between_steps.set()  # request() done, getresponse() not yet: let the other call run
+            assert second_done.wait(10)
+        return original(self)
+
+    monkeypatch.setattr(github_module._NoDefaultPort, "getresponse", getresponse)
+    answers: dict[str, str] = {}
+
+    def first():
+        answers["first"] = client.get_user("alice-dev")["login"]
+
+    def second():
+        assert first_between_steps.wait(10)
+        try:
+            answers["second"] = client.get_user("bob-dev")["login"]
+        finally:
+            second_done.set()
+
+    mark = len(fake_github.calls)
+    threads = [threading.Thread(target=first, name="first"), threading.Thread(target=second, name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert answers == {"first": "alice-dev", "second": "bob-dev"}
+    assert sorted(path for _, path, _ in fake_github.calls[mark:]) == ["/users/alice-dev", "/users/bob-dev"]
+
+
+def test_a_label_seen_recently_is_not_asked_for_again(github, fake_github, monkeypatch):
+    """Every review that adds a label ensured it exists with a GET; a label this process saw or
+    created within LABEL_MEMO_SECONDS is taken as existing. A label found missing is forgotten."""
+    import bot.github.client as github_module
+
+    now = [1000.0]
+    monkeypatch.setattr(github_module.time, "monotonic", lambda: now[0])
+    client = github.for_installation(1)
+
+    def label_calls():
+        return [(m, p) for m, p, _ in fake_github.calls if "/labels" in p and "/issues/" not in p]
+
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    assert label_calls() == [("GET", f"/repos/{REPO}/labels/validated"), ("POST", f"/repos/{REPO}/labels")]
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    github.for_installation(2).ensure_label(REPO.upper(), "Validated")  # names compare without case
+    assert len(label_calls()) == 2  # no call: seen to exist a moment ago
+    now[0] += github_module.LABEL_MEMO_SECONDS + 1
+    client.ensure_label(REPO, "validated")
+    assert label_calls()[2:] == [("GET", f"/repos/{REPO}/labels/validated")]  # asked again once the memo ran out
+
+    del fake_github.labels[REPO]["validated"]  # deleted on GitHub
+    assert client.label_exists(REPO, "validated") is False  # doctor's question forgets it
+    client.ensure_label(REPO, "validated", "0e8a16", "Every check passed")
+    assert label_calls()[-2:] == [("GET", f"/repos/{REPO}/labels/validated"), ("POST", f"/repos/{REPO}/labels")]
+    assert "validated" in fake_github.labels[REPO]
+
+
+def test_proxies_and_ca_bundle_from_the_environment_still_apply(private_key_pem, monkeypatch):
+    """requests read them from the environment on every call; now once per connection. Same
+    outcome: the API host's proxy and the CA bundle are used, a no_proxy host goes direct."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "ghe.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company.pem")
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with responses.RequestsMock() as rsps:
+        for host in ("api.github.com", "ghe.internal"):
+            rsps.post(f"https://{host}/app/installations/1/access_tokens", status=201,
+                      json={"token": "ghs_x", "expires_at": expires})
+            rsps.get(f"https://{host}/users/octocat", json=OCTOCAT)
+        GitHubApp("424242", private_key_pem, "https://api.github.com").for_installation(1).get_user("octocat")
+        GitHubApp("424242", private_key_pem, "https://ghe.internal").for_installation(1).get_user("octocat")
+        sent = [(call.request.url, call.request.req_kwargs) for call in rsps.calls]
+    assert [url for url, _ in sent] == [
+        "https://api.github.com/app/installations/1/access_tokens", "https://api.github.com/users/octocat",
+        "https://ghe.internal/app/installations/1/access_tokens", "https://ghe.internal/users/octocat"]
+    for url, kwargs in sent:
+        assert kwargs["verify"] == "/etc/ssl/certs/company.pem"
+        expected = None if "ghe.internal" in url else "http://proxy.internal:3128"
+        assert kwargs["proxies"].get("https") == expected, url
 
 
 def test_installation_requests_carry_the_installation_token(github):
