@@ -58,12 +58,12 @@ def main() -> int:
 
     from benchmarks.worker_burst import SlowGitHub
     from bot import create_app
-    from bot.ops import migrate
     from bot.core.config import Settings, load_policy
     from bot.core.db import make_engine
     from bot.github.client import GitHubApp
     from bot.intake.runtime import Runtime
     from bot.intake.worker import Worker
+    from bot.ops import migrate
     from tests.conftest import WEBHOOK_SECRET, _create_pg_database, _drop_pg_database, deliver
     from tests.fault.harness import GitHubServer, file_request
 
