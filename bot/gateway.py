@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -676,68 +677,60 @@ def _read_grants(doc: dict[str, Any], tiers: dict[str, _Tier],
     its `entries` tuple, per key its digest (and a _Key only for a key that is publishable,
     expiring or revoked), per domain its index key. With `into` (a snapshot building new
     indexes) every grant is also entered in them as it is read, without a second pass."""
-    upserts: list[_Grant] = []
-    append = upserts.append
-    if into is not None:
-        grants, by_hash, by_origin, by_suffix = into.grants, into.by_hash, into.by_origin, into.by_suffix
     fmt2 = doc.get("format") == 2
+    rows = doc["grants"]
     if fmt2:
         a, t, _, d, k = _columns(doc, "grants", ("app_id", "tier", "version", "domains", "keys"))
         h, kind, e, r = _columns(doc, "keys", ("sha256", "kind", "expires_at", "revoked_at"))
-        rows = doc["grants"]
-        digests = iter(_b64url_digests([key[h] for row in rows for key in row[k]]))
+        digests = _b64url_digests([key[h] for row in rows for key in row[k]])
     else:
         a, t, d, k, h, kind, e, r = "app_id", "tier", "domains", "keys", "sha256", "kind", "expires_at", "revoked_at"
-        rows = doc["grants"]
-        for row in rows:  # format 1 leaves out null expiry and revocation
+        for row in rows:  # format 1 leaves out a null expiry or revocation
             for key in row[k]:
                 key.setdefault(e, None)
                 key.setdefault(r, None)
-        digests = iter(_hex_digests([key[h] for row in rows for key in row[k]]))
-    suffix_dots = 255
-    key_count = 0
+        digests = _hex_digests([key[h] for row in rows for key in row[k]])
+    if into is not None:
+        grants, by_hash, by_origin, by_suffix, by_name = into.grants, into.by_hash, into.by_origin, into.by_suffix, \
+            into.by_name
+    else:  # a delta: read into scratch indexes; the snapshot enters the grants once all are read
+        grants, by_hash, by_origin, by_suffix, by_name = {}, {}, {}, {}, {}
+    upserts: list[_Grant] = []
+    append, next_digest, own, tier_of = upserts.append, iter(digests).__next__, _own, tiers.get
     for row in rows:
-        app_id = _own(row[a])
-        grant = _Grant(app_id, tiers.get(row[t]))
-        if not fmt2:
-            names = tuple(_own(name) for name in row["referrers"])
-            grant.names = None if names == (app_id,) else names
+        app_id = own(row[a])
+        grant = _Grant(app_id, tier_of(row[t]))
         entries = []
         for key in row[k]:
-            digest = next(digests)
-            publishable = key[kind] == "publishable"
-            if not publishable and key[e] is None and key[r] is None:
+            digest = next_digest()
+            if key[e] is None and key[r] is None and key[kind] != "publishable":
                 entries.append(digest)
-                if into is not None:
-                    by_hash[digest] = grant
+                by_hash[digest] = grant
             else:
-                entry = _Key(digest, grant, publishable, _timestamp(key[e]), key[r] is not None)
+                entry = _Key(digest, grant, key[kind] == "publishable", _timestamp(key[e]), key[r] is not None)
                 entries.append(entry)
-                if into is not None:
-                    by_hash[digest] = entry
-        key_count += len(entries)
+                by_hash[digest] = entry
         for domain in row[d]:
-            if domain.startswith("*."):
-                suffix = domain[1:]
-                entries.append(suffix)
-                if into is not None:
-                    by_suffix[suffix] = grant
-                    suffix_dots = min(suffix_dots, suffix.count(".") - 1)
+            if domain[:2] == "*.":
+                domain = domain[1:]
+                by_suffix[domain] = grant
             else:
-                origin = "https://" + domain
-                entries.append(origin)
-                if into is not None:
-                    by_origin[origin] = grant
+                domain = "https://" + domain
+                by_origin[domain] = grant
+            entries.append(domain)
         grant.entries = tuple(entries)
-        if into is not None:
-            grants[app_id] = grant
-            if grant.names:
-                for name in grant.names:
-                    into.by_name[name] = grant
+        grants[app_id] = grant
+        if not fmt2:
+            names = tuple(own(name) for name in row["referrers"])
+            if names != (app_id,):
+                grant.names = names
+                for name in names:
+                    by_name[name] = grant
         append(grant)
     if into is not None:
-        into.key_count += key_count
-        into.suffix_dots = min(into.suffix_dots, suffix_dots)
+        into.key_count += len(digests)
+        if by_suffix:
+            into.suffix_dots = min(into.suffix_dots, min(map(str.count, by_suffix, repeat("."))) - 1)
     removed = doc.get("removed") or ()
     if fmt2 and removed:
         (ra,) = _columns(doc, "removed", ("app_id",))
