@@ -374,10 +374,22 @@ class _Grant:
 
 
 class _Key:
-    """A key the index cannot answer with its grant alone: publishable, expiring or revoked."""
+    """A key the index cannot answer with its grant alone. This class: a publishable key that
+    never expires and is not revoked (the usual one; two slots); `_LimitedKey`: any other."""
 
-    __slots__ = ("digest", "grant", "publishable", "expires", "revoked")
+    __slots__ = ("digest", "grant")
     _secret = None  # check() reads `entry._secret` of a _Grant or a _Key alike: a _Key never answers alone
+    publishable = True
+    expires: float | None = None
+    revoked = False
+
+    def __init__(self, digest: bytes, grant: _Grant):
+        self.digest = digest
+        self.grant = grant
+
+
+class _LimitedKey(_Key):
+    __slots__ = ("publishable", "expires", "revoked")
 
     def __init__(self, digest: bytes, grant: _Grant, publishable: bool, expires: float | None, revoked: bool):
         self.digest = digest
@@ -385,6 +397,13 @@ class _Key:
         self.publishable = publishable
         self.expires = expires
         self.revoked = revoked
+
+
+def _key(digest: bytes, grant: _Grant, publishable: bool, expires: float | None, revoked: bool) -> _Key:
+    """The _Key of a key that is not a plain secret one (that one is its digest in `entries`)."""
+    if publishable and expires is None and not revoked:
+        return _Key(digest, grant)
+    return _LimitedKey(digest, grant, publishable, expires, revoked)
 
 
 _B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -530,8 +549,8 @@ class _Snapshot:
 
     def _regrant(self, old: _Grant) -> _Grant:
         grant = _Grant(old.app_id, self.tiers.get(old.tier.name if old.tier else ""), (), old.names)
-        grant.entries = tuple(_Key(e.digest, grant, e.publishable, e.expires, e.revoked) if e.__class__ is _Key else e
-                              for e in old.entries)
+        grant.entries = tuple(e if e.__class__ is bytes or e.__class__ is str
+                              else _key(e.digest, grant, e.publishable, e.expires, e.revoked) for e in old.entries)
         return grant
 
     def _add(self, grant: _Grant) -> None:
@@ -541,7 +560,7 @@ class _Snapshot:
             if kind is bytes:
                 self.by_hash[entry] = grant
                 self.key_count += 1
-            elif kind is _Key:
+            elif kind is not str:  # a _Key
                 self.by_hash[entry.digest] = entry
                 self.key_count += 1
             elif entry[0] == ".":
@@ -560,7 +579,7 @@ class _Snapshot:
                 self.key_count -= 1
                 if self.by_hash.get(entry) is grant:
                     del self.by_hash[entry]
-            elif kind is _Key:
+            elif kind is not str:  # a _Key
                 self.key_count -= 1
                 if self.by_hash.get(entry.digest) is entry:
                     del self.by_hash[entry.digest]
@@ -707,7 +726,7 @@ def _read_grants(doc: dict[str, Any], tiers: dict[str, _Tier],
                 entries.append(digest)
                 by_hash[digest] = grant
             else:
-                entry = _Key(digest, grant, key[kind] == "publishable", _timestamp(key[e]), key[r] is not None)
+                entry = _key(digest, grant, key[kind] == "publishable", _timestamp(key[e]), key[r] is not None)
                 entries.append(entry)
                 by_hash[digest] = entry
         for domain in row[d]:
