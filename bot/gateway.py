@@ -933,14 +933,23 @@ class AllowlistClient:
         if response.status_code == 304:
             return NOT_MODIFIED
         self._raise_for_status(response)
-        doc = self._document(response)
-        if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
-            # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
-            log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch, doc.get("epoch"))
-            response = self._get_document(since=None, etag=None)
-            self._raise_for_status(response)
+        # The cyclic collector is paused from the parse until the last object of the document
+        # is freed: it would otherwise walk the parser's hundreds of thousands of new lists
+        # again and again (a 100 000-grant document parses in a third of the time without it).
+        # None of them is in a cycle, so nothing is left for it when it resumes.
+        with _gc_paused():
             doc = self._document(response)
-        if self._apply(doc):
+            if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
+                # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
+                log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch,
+                            doc.get("epoch"))
+                del doc
+                response = self._get_document(since=None, etag=None)
+                self._raise_for_status(response)
+                doc = self._document(response)
+            applied = self._apply(doc)
+            del doc
+        if applied:
             self._etag = response.headers.get("ETag")
             return UPDATED
         return NOT_MODIFIED
