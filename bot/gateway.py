@@ -24,8 +24,10 @@ What it guarantees:
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
 * documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
-  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson; a delta changes
-  only the entries of the grants it names (O(change)), each by one dict assignment;
+  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson with the cyclic
+  collector paused; the index keeps per grant one object and one tuple (see _Grant), nothing of
+  the parsed document (about 0.9 KB per grant); a delta changes only the entries of the grants
+  it names (O(change)), each by one dict assignment;
 * keys: the SHA-256 is looked up first; only a digest the list does not hold has its checksum
   verified (`bot.keyformat`), to tell "malformed key" from "unknown key";
   revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
