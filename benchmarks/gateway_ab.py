@@ -4,8 +4,9 @@ another tree's (loaded under another module name), each case run for both in tur
 every round, beside the same floors, on the same document (benchmarks/gateway_check.py's).
 
 On a shared machine, separate runs of gateway_check.py drift apart by more than the change
-being measured; here both clients meet the same noise, round by round. Ratios are per round
-(client / floor of that round); the report gives their median and spread.
+being measured; here the floor and both clients take turns every 1 000 calls, so all three meet
+the same noise. Ratios are per round (a client's total time / the floor's); the report gives
+their median and spread.
 
     .venv/bin/python benchmarks/gateway_ab.py --before /tmp/before [--grants 100000] [--rounds 7]
 """
@@ -90,23 +91,33 @@ def main() -> int:
                                lambda c: lambda o: c(origin=o)),
         "rotation: every exact Origin": (origin_floor, every_origin, rotation, 0, lambda c: lambda o: c(origin=o)),
     }
+    # Floor, before and after take turns every 1 000 calls (in a rotating order), so all three
+    # meet the same noise; a round's ratio is a client's total time over the floor's.
     ratios: dict[tuple[str, str], list[float]] = {}
+    perf = time.perf_counter
     for number in range(args.rounds):
         print(f"  round {number + 1}/{args.rounds}", file=sys.stderr)
         for name, (floor, inputs, repeat, which, call) in cases.items():
-            for who in ("before", "after") if number % 2 == 0 else ("after", "before"):
-                function = call(pairs[who][which].check)
-                for value in inputs:  # warm
+            floor_inputs = secret if inputs is publishable else inputs  # the key floor takes a key
+            runners = {"floor": (floor, floor_inputs), "before": (call(pairs["before"][which].check), inputs),
+                       "after": (call(pairs["after"][which].check), inputs)}
+            for function, values in runners.values():  # warm
+                for value in values:
                     function(value)
-                seconds = {}
-                floor_inputs = secret if inputs is publishable else inputs  # the key floor takes a key
-                for label, measured, values in (("floor", floor, floor_inputs), ("client", function, inputs)):
-                    started = time.perf_counter()
-                    for _ in range(repeat):
-                        for value in values:
-                            measured(value)
-                    seconds[label] = time.perf_counter() - started
-                ratios.setdefault((name, who), []).append(seconds["client"] / seconds["floor"])
+            totals = dict.fromkeys(runners, 0.0)
+            order = list(runners)
+            for _ in range(repeat):
+                for begin in range(0, len(inputs), 1000):
+                    order.append(order.pop(0))
+                    for label in order:
+                        function, values = runners[label]
+                        chunk = values[begin : begin + 1000]
+                        started = perf()
+                        for value in chunk:
+                            function(value)
+                        totals[label] += perf() - started
+            for who in ("before", "after"):
+                ratios.setdefault((name, who), []).append(totals[who] / totals["floor"])
     print(f"\ngateway client A/B in one process: before = {args.before}, after = this tree; {args.grants} grants, "
           f"{args.rounds} rounds; × the floor measured next to it (median, min–max)")
     print(f"{'case':40} {'before':>22} {'after':>22}")
