@@ -1343,6 +1343,9 @@ class AllowlistClient:
         if entry is None:
             return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
         decision = entry._secret
+        if decision is None and entry.__class__ is _Key and source and state.by_origin.get(source) is entry.grant:
+            # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
+            decision = entry.grant._publishable
         return decision if decision is not None else self._check_key(state, entry, now, source)
 
     def _check_key(self, state: _Snapshot, entry: _Key | _Grant, now: float, source: str | None) -> Decision:
