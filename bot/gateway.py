@@ -1270,9 +1270,42 @@ class AllowlistClient:
             if len(key) != state.key_length:
                 return MALFORMED_KEY
             # The hot path: the key's SHA-256, remembered for keys seen before.
-            digest = self._digests.get(key)
+            memo = self._digests
+            digest = memo.get(key)
             if digest is None:
-                return self._first_sight(key, state, now, source)
+                # First sight (or the old generation): computed here, not in a method, as this
+                # is the cost of every key a gateway has not seen yet. The digest is looked up
+                # first: a listed key was issued by the bot, so its checksum is right and is not
+                # computed; only a digest the list does not hold needs the checksum, to tell
+                # "malformed key" from "unknown key". Which digest a key has never changes, and
+                # a wrong checksum stays wrong, so the memo needs no invalidation: every check()
+                # still looks the digest up in the snapshot it holds.
+                digest = memo.old.get(key)
+                if digest is None:
+                    try:
+                        raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
+                    except UnicodeEncodeError:
+                        return MALFORMED_KEY
+                    digest = _sha256(raw).digest()
+                    entry = state.by_hash.get(digest)
+                    if entry is None and not checksum_ok(raw):
+                        digest = _BAD_CHECKSUM
+                else:
+                    entry = state.by_hash.get(digest)
+                limit = memo.limit
+                if limit:
+                    if len(memo) < limit:
+                        memo[key] = digest
+                    else:
+                        memo.put(key, digest)
+                if entry is None:
+                    return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
+                decision = entry._secret
+                if decision is None and entry.__class__ is _Key and source \
+                        and state.by_origin.get(source) is entry.grant:
+                    # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
+                    decision = entry.grant._publishable
+                return decision if decision is not None else self._check_key(state, entry, now, source)
             entry = state.by_hash.get(digest)
             if entry is None:  # _BAD_CHECKSUM is never a listed digest
                 return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
@@ -1314,39 +1347,6 @@ class AllowlistClient:
                 host = _host_of(source) or ""
                 hosts.put(source, host)
         return host or None
-
-    def _first_sight(self, key: str, state: _Snapshot, now: float, source: str | None) -> Decision:
-        """check() of a key whose digest is not in the memo: its SHA-256 (or the old
-        generation's), remembered in `_digests`, and the decision, with one index lookup. The
-        digest is looked up first: a listed key was issued by the bot, so its checksum is right
-        and is not computed; only a digest the list does not hold needs the checksum, to tell
-        "malformed key" from "unknown key". Which digest a key has never changes, and a wrong
-        checksum stays wrong, so the memo needs no invalidation: every check() still looks the
-        digest up in the snapshot it holds, and a revocation takes effect at the next poll."""
-        memo = self._digests
-        digest = memo.old.get(key)
-        if digest is None:
-            try:
-                raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
-            except UnicodeEncodeError:
-                return MALFORMED_KEY
-            digest = _sha256(raw).digest()
-            entry = state.by_hash.get(digest)
-            if entry is None and not checksum_ok(raw):
-                digest = _BAD_CHECKSUM
-        else:
-            entry = state.by_hash.get(digest)
-        if len(memo) < memo.limit:
-            memo[key] = digest
-        elif memo.limit:
-            memo.put(key, digest)
-        if entry is None:
-            return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
-        decision = entry._secret
-        if decision is None and entry.__class__ is _Key and source and state.by_origin.get(source) is entry.grant:
-            # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
-            decision = entry.grant._publishable
-        return decision if decision is not None else self._check_key(state, entry, now, source)
 
     def _check_key(self, state: _Snapshot, entry: _Key | _Grant, now: float, source: str | None) -> Decision:
         if entry.__class__ is _Grant:  # a secret key that never expires and is not revoked
