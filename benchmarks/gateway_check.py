@@ -44,7 +44,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = Path(os.environ.get("BENCH_CODE") or ROOT)
+# The tree whose client is measured: --code DIR (read here, before the import below), else
+# $BENCH_CODE, else this checkout.
+_code_arg = sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv[:-1] else None
+CODE = Path(_code_arg or os.environ.get("BENCH_CODE") or ROOT).resolve()
 sys.path.insert(0, str(CODE))
 
 if (CODE / "gateway" / "src").is_dir():  # the client's own distribution (gateway/); an older tree: bot/gateway.py
@@ -158,36 +161,50 @@ def _rss_kib() -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def load_child(path: str) -> None:
+def load_child(path: str, trace: bool = False) -> None:
     """Child: load the answer in `path`; print the load time and RSS growth as JSON. Then a
     second full load while the first list is held (a poll after a 410 holds the old index until
-    the new one is in force): the peak over both."""
+    the new one is in force): the peak over both. With `trace`: the Python memory tracemalloc
+    counts after the load and at its peak instead (tracing makes the load itself far slower)."""
     with open(path, "rb") as handle:
         answer, jwks = pickle.load(handle)
     gc.collect()
+    if trace:
+        import tracemalloc
+
+        client = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(answer))
+        tracemalloc.start()
+        client.poll()
+        current, peak = tracemalloc.get_traced_memory()
+        print(json.dumps({"traced_mib": current / 2**20, "traced_peak_mib": peak / 2**20}))
+        return
     base, _ = _rss_kib()
     client = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(answer))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     client.poll()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     after, peak = _rss_kib()
     second = AllowlistClient(URL, None, jwks=jwks, session=StaticSession(answer))
     second.poll()
     _, second_peak = _rss_kib()
-    print(json.dumps({"load_s": seconds, "rss_mib": (after - base) / 1024, "peak_mib": (peak - base) / 1024,
-                      "second_peak_mib": (second_peak - base) / 1024}))
+    print(json.dumps({"load_s": seconds, "load_cpu_s": cpu, "rss_mib": (after - base) / 1024,
+                      "peak_mib": (peak - base) / 1024, "second_peak_mib": (second_peak - base) / 1024}))
 
 
-def load_in_child(answer: tuple[bytes, dict], jwks: dict, workdir: Path, runs: int) -> dict:
+def load_in_child(answer: tuple[bytes, dict], jwks: dict, workdir: Path, runs: int, trace: bool) -> dict:
     path = workdir / "answer.pickle"
     with open(path, "wb") as handle:
         pickle.dump((answer, jwks), handle)
     results = []
-    for _ in range(runs):
-        output = subprocess.run([sys.executable, __file__, "--load-child", str(path)], capture_output=True, text=True,
-                                check=True, env={**os.environ, "BENCH_CODE": str(CODE)}).stdout
+    for extra in [[]] * runs + ([["--trace-child"]] if trace else []):
+        output = subprocess.run([sys.executable, __file__, "--load-child", str(path), *extra], capture_output=True,
+                                text=True, check=True, env={**os.environ, "BENCH_CODE": str(CODE)}).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
-    return {key: [r[key] for r in results] for key in results[0]}
+    merged: dict[str, list] = {}
+    for result in results:
+        for key, value in result.items():
+            merged.setdefault(key, []).append(value)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,10 +221,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=100, help="passes over the 1000 sample inputs per round")
     parser.add_argument("--load-runs", type=int, default=3, help="child processes per format for load + RSS")
     parser.add_argument("--deltas", type=int, default=20, help="one-change deltas applied")
+    parser.add_argument("--no-tracemalloc", action="store_true",
+                        help="skip the extra child per format that counts Python memory with tracemalloc")
+    parser.add_argument("--code", help="the source tree whose bot/gateway.py is measured (default: this one)")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
+    parser.add_argument("--trace-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_child:
-        load_child(args.load_child)
+        load_child(args.load_child, trace=args.trace_child)
         return 0
 
     print(f"client under test: {CODE} (reads format 2: {READS_FORMAT_2}); making {args.grants} grants…",
@@ -220,7 +241,7 @@ def main() -> int:
     for fmt in formats:
         print(f"loading format {fmt} ({len(answers[fmt][0]) / 1e6:.1f} MB) in {args.load_runs} child processes…",
               file=sys.stderr)
-        loads[fmt] = load_in_child(answers[fmt], docs.jwks, workdir, args.load_runs)
+        loads[fmt] = load_in_child(answers[fmt], docs.jwks, workdir, args.load_runs, not args.no_tracemalloc)
     shutil.rmtree(workdir, ignore_errors=True)
 
     best = max(formats)
@@ -313,15 +334,20 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in results.items()}
     key_floor, origin_floor = medians["floor: sha256 + dict"], medians["floor: dict of exact Origins"]
 
-    print(f"\ngateway check benchmark — client of {CODE.name or CODE}, {args.grants} grants (2 keys, 2 domains each), "
+    print(f"\ngateway check benchmark — client of {CODE}, load average {os.getloadavg()[0]:.1f} at the end, "
+          f"{args.grants} grants (2 keys, 2 domains each), "
           f"Python {sys.version.split()[0]}, median of {args.rounds} rounds (spread: min–max)")
     for fmt in formats:
         figures = loads[fmt]
         print(f"format {fmt}: {len(answers[fmt][0]) / 1e6:.1f} MB; load (verify + parse + index) "
-              f"{statistics.median(figures['load_s']):.2f} s [{spread(figures['load_s'])}], "
+              f"{statistics.median(figures['load_s']):.2f} s [{spread(figures['load_s'])}] "
+              f"(CPU {statistics.median(figures['load_cpu_s']):.2f} s [{spread(figures['load_cpu_s'])}]), "
               f"RSS +{statistics.median(figures['rss_mib']):.0f} MiB [{spread(figures['rss_mib'])}], "
               f"peak +{statistics.median(figures['peak_mib']):.0f} MiB, with a second full load "
-              f"+{statistics.median(figures['second_peak_mib']):.0f} MiB; one-change delta: median "
+              f"+{statistics.median(figures['second_peak_mib']):.0f} MiB"
+              + (f"; tracemalloc +{figures['traced_mib'][0]:.0f} MiB (peak +{figures['traced_peak_mib'][0]:.0f})"
+                 if "traced_mib" in figures else "")
+              + "; one-change delta: median "
               f"{statistics.median(delta_seconds[fmt]) * 1000:.2f} ms "
               f"[{spread([t * 1000 for t in delta_seconds[fmt]])}] over {args.deltas}")
     print(f"{'case':40} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}  spread (x floor)")

@@ -24,8 +24,10 @@ What it guarantees:
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
   is loaded;
 * documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
-  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson; a delta changes
-  only the entries of the grants it names (O(change)), each by one dict assignment;
+  plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson with the cyclic
+  collector paused; the index keeps per grant one object and one tuple (see _Grant), nothing of
+  the parsed document (about 0.9 KB per grant); a delta changes only the entries of the grants
+  it names (O(change)), each by one dict assignment;
 * keys: the SHA-256 is looked up first; only a digest the list does not hold has its checksum
   verified (`bot.keyformat`), to tell "malformed key" from "unknown key";
   revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
@@ -41,6 +43,7 @@ Tests inject the HTTP session (`session=`) and the clock (`clock=`, seconds sinc
 from __future__ import annotations
 
 import base64
+import binascii
 import gc
 import hashlib
 import json
@@ -55,6 +58,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -328,20 +332,22 @@ class _Tier:
 
 
 class _Grant:
-    __slots__ = ("app_id", "tier", "version", "domains", "hosts", "suffixes", "names", "keys",
-                 "_secret", "_publishable", "_origin", "_referrer")
+    """One grant as check() reads it, in as few objects as a gateway holding 100 000 of them
+    can afford (issue 18: memory and load time). `entries` is everything the grant put in the
+    snapshot's indexes, in one tuple shared with them: its keys (a secret key that never
+    expires and is not revoked as its 32-byte digest, which the key index maps to the grant
+    itself; any other key as its _Key), the exact Origin `https://<host>` of each exact domain
+    (the index key, so no host string is held besides it), and `.<base>` for each wildcard
+    `*.<base>`. `names`: the referrer names, when they are not just the app id (format 1 may
+    list others); None otherwise (always, in format 2)."""
 
-    def __init__(self, app_id: str, tier: _Tier | None, version: int, domains: tuple[str, ...],
-                 names: tuple[str, ...]):
+    __slots__ = ("app_id", "tier", "entries", "names", "_secret", "_publishable", "_origin", "_referrer")
+
+    def __init__(self, app_id: str, tier: _Tier | None, entries: tuple = (), names: tuple[str, ...] | None = None):
         self.app_id = app_id
         self.tier = tier
-        self.version = version
-        self.domains = domains
-        # Tuples, not sets: a grant has a handful of domains, and a small tuple is far lighter.
-        self.hosts = tuple(d for d in domains if not d.startswith("*."))
-        self.suffixes = tuple(d[2:] for d in domains if d.startswith("*."))
+        self.entries = entries
         self.names = names
-        self.keys: tuple[_Key, ...] = ()
         self._secret = self._publishable = self._origin = self._referrer = None
 
     def allow(self, reason: str) -> Decision:
@@ -356,19 +362,36 @@ class _Grant:
         return decision
 
     def serves(self, host: str) -> bool:
-        if host in self.hosts:
+        """`host` is one of the grant's exact domains, or under one of its wildcards. (A digest
+        or a _Key in `entries` never equals a string.)"""
+        entries = self.entries
+        if "https://" + host in entries:
             return True
-        if self.suffixes:
-            index = host.find(".")
-            while index >= 0:
-                if host[index + 1 :] in self.suffixes:
-                    return True
-                index = host.find(".", index + 1)
+        index = host.find(".")
+        while index >= 0:  # every parent domain, as `.<base>`: never the host itself
+            if host[index:] in entries:
+                return True
+            index = host.find(".", index + 1)
         return False
 
 
 class _Key:
-    __slots__ = ("digest", "grant", "publishable", "expires", "revoked", "unconditional")
+    """A key the index cannot answer with its grant alone. This class: a publishable key that
+    never expires and is not revoked (the usual one; two slots); `_LimitedKey`: any other."""
+
+    __slots__ = ("digest", "grant")
+    _secret = None  # check() reads `entry._secret` of a _Grant or a _Key alike: a _Key never answers alone
+    publishable = True
+    expires: float | None = None
+    revoked = False
+
+    def __init__(self, digest: bytes, grant: _Grant):
+        self.digest = digest
+        self.grant = grant
+
+
+class _LimitedKey(_Key):
+    __slots__ = ("publishable", "expires", "revoked")
 
     def __init__(self, digest: bytes, grant: _Grant, publishable: bool, expires: float | None, revoked: bool):
         self.digest = digest
@@ -376,9 +399,13 @@ class _Key:
         self.publishable = publishable
         self.expires = expires
         self.revoked = revoked
-        # A secret key that never expires and is not revoked needs no further check.
-        self.unconditional = (grant.allow(ALLOWED_SECRET_KEY)
-                              if not publishable and expires is None and not revoked else None)
+
+
+def _key(digest: bytes, grant: _Grant, publishable: bool, expires: float | None, revoked: bool) -> _Key:
+    """The _Key of a key that is not a plain secret one (that one is its digest in `entries`)."""
+    if publishable and expires is None and not revoked:
+        return _Key(digest, grant)
+    return _LimitedKey(digest, grant, publishable, expires, revoked)
 
 
 _B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -452,16 +479,20 @@ class _TwoGenerations(dict):
 
 
 class _Snapshot:
-    """Indexes of one allowlist version: key hash → key, host → grant, exact Origin → grant,
-    wildcard base → grant, referrer name → grant.
+    """Indexes of one allowlist version: key digest → grant (or _Key), exact Origin → grant,
+    wildcard base → grant, app id → grant (and referrer name → grant for names other than the
+    app id). A host is looked up as its `https://` Origin: `by_host` is the same dict as
+    `by_origin`, so no host string is held twice.
 
-    A full document builds new indexes. A delta (same tiers) is applied in O(change): the new
-    snapshot takes over the held one's indexes and changes only the entries of the grants the
-    delta names. Each entry is replaced by one dict assignment (new entries are written before
-    stale ones are deleted), so a check() running on another thread during the poll sees every
-    key, host and name either as before or as after, never missing; the snapshot's own header
-    (version, expiry) switches at the one assignment of `client._state`. The memos of answers
-    (`wildcard_hits`, `publishable_hits`) belong to one snapshot and start empty in the next."""
+    A full document is read straight into new indexes (nothing reads them before the snapshot
+    is in force). A delta (same tiers) is applied in O(change): the new snapshot takes over the
+    held one's indexes and changes only the entries of the grants the delta names, after the
+    whole delta has been read. Each entry is replaced by one dict assignment (new entries are
+    written before stale ones are deleted), so a check() running on another thread during the
+    poll sees every key, host and name either as before or as after, never missing; the
+    snapshot's own header (version, expiry) switches at the one assignment of `client._state`.
+    The memos of answers (`wildcard_hits`, `publishable_hits`) belong to one snapshot and start
+    empty in the next."""
 
     __slots__ = ("version", "epoch", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
                  "by_host", "by_origin", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
@@ -478,75 +509,99 @@ class _Snapshot:
         self.tiers = {name: _Tier(name, t["limits"]) for name, t in doc["tiers"].items()}
         # A lower bound of the dots in any wildcard base (removals leave it low, still a bound).
         self.suffix_dots = base.suffix_dots if base is not None else 255
-        upserts, removed = _read_grants(doc, self.tiers)  # everything parsed before anything changes
-        if base is None:
-            self.grants, self.by_hash, self.by_host, self.by_origin, self.by_suffix, self.by_name = \
-                {}, {}, {}, {}, {}, {}
+        if base is None or base.tiers_raw != self.tiers_raw:  # new indexes (new tiers: any grant's limits may change)
+            self.grants, self.by_hash, self.by_origin, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
             self.key_count = 0
-        elif base.tiers_raw != self.tiers_raw:  # tiers changed: every grant's limits may have
-            self.grants, self.by_hash, self.by_host, self.by_origin, self.by_suffix, self.by_name = \
-                {}, {}, {}, {}, {}, {}
-            self.key_count = 0
-            for grant in base.grants.values():
-                self._add(self._regrant(grant))
         else:  # in place, O(change): see the class docstring
-            self.grants, self.by_hash, self.by_host = base.grants, base.by_hash, base.by_host
+            self.grants, self.by_hash = base.grants, base.by_hash
             self.by_origin, self.by_suffix, self.by_name = base.by_origin, base.by_suffix, base.by_name
             self.key_count = base.key_count
+        self.by_host = self.by_origin
+        if base is None:
+            upserts, removed = _read_grants(doc, self.tiers, into=self)  # read straight into the new indexes
+            if len(self.grants) != len(upserts):  # an app id listed twice: the last one wins, as in a delta
+                self.grants, self.by_hash, self.by_origin, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
+                self.by_host, self.key_count = self.by_origin, 0
+                self._upsert(upserts)
+        else:
+            upserts, removed = _read_grants(doc, self.tiers)  # everything read before anything changes
+            if self.grants is not base.grants:
+                for grant in base.grants.values():
+                    self._add(self._regrant(grant))
+            self._upsert(upserts)
+        listed = {grant.app_id for grant in upserts} if removed else ()
+        for app_id in removed:
+            old = self.grants.get(app_id)
+            if old is not None and app_id not in listed:
+                del self.grants[app_id]
+                self._forget(old)
+        # Memos of this snapshot's answers, sized to the list (hosts by grant, pairs by key).
+        self.wildcard_hits = _TwoGenerations(_memo_size(WILDCARD_HITS_MAX, len(self.grants)))
+        self.publishable_hits = _TwoGenerations(_memo_size(PUBLISHABLE_HITS_MAX, self.key_count))
+
+    def _upsert(self, upserts: list[_Grant]) -> None:
         replaced = []
         for grant in upserts:
             old = self.grants.get(grant.app_id)
             self._add(grant)  # new entries first: nothing is ever missing in between
             if old is not None and old is not grant:
                 replaced.append(old)
-        listed = {grant.app_id for grant in upserts}
-        for app_id in removed:
-            old = self.grants.get(app_id)
-            if old is not None and app_id not in listed:
-                del self.grants[app_id]
-                replaced.append(old)
         for old in replaced:
             self._forget(old)
-        # Memos of this snapshot's answers, sized to the list (hosts by grant, pairs by key).
-        self.wildcard_hits = _TwoGenerations(_memo_size(WILDCARD_HITS_MAX, len(self.grants)))
-        self.publishable_hits = _TwoGenerations(_memo_size(PUBLISHABLE_HITS_MAX, self.key_count))
 
     def _regrant(self, old: _Grant) -> _Grant:
-        grant = _Grant(old.app_id, self.tiers.get(old.tier.name if old.tier else ""), old.version, old.domains,
-                       old.names)
-        grant.keys = tuple(_Key(k.digest, grant, k.publishable, k.expires, k.revoked) for k in old.keys)
+        grant = _Grant(old.app_id, self.tiers.get(old.tier.name if old.tier else ""), (), old.names)
+        grant.entries = tuple(e if e.__class__ is bytes or e.__class__ is str
+                              else _key(e.digest, grant, e.publishable, e.expires, e.revoked) for e in old.entries)
         return grant
 
     def _add(self, grant: _Grant) -> None:
         self.grants[grant.app_id] = grant
-        self.key_count += len(grant.keys)
-        for key in grant.keys:
-            self.by_hash[key.digest] = key
-        for host in grant.hosts:
-            self.by_host[host] = grant
-            self.by_origin["https://" + host] = grant
-        for suffix in grant.suffixes:
-            self.by_suffix[suffix] = grant
-            self.suffix_dots = min(self.suffix_dots, suffix.count("."))
-        for name in grant.names:
+        for entry in grant.entries:
+            kind = entry.__class__
+            if kind is bytes:
+                self.by_hash[entry] = grant
+                self.key_count += 1
+            elif kind is not str:  # a _Key
+                self.by_hash[entry.digest] = entry
+                self.key_count += 1
+            elif entry[0] == ".":
+                self.by_suffix[entry] = grant
+                self.suffix_dots = min(self.suffix_dots, entry.count(".") - 1)
+            else:
+                self.by_origin[entry] = grant
+        for name in grant.names or ():
             self.by_name[name] = grant
 
     def _forget(self, grant: _Grant) -> None:
         """Delete the index entries that still point at `grant` (one that was replaced or removed)."""
-        self.key_count -= len(grant.keys)
-        for key in grant.keys:
-            if self.by_hash.get(key.digest) is key:
-                del self.by_hash[key.digest]
-        for host in grant.hosts:
-            if self.by_host.get(host) is grant:
-                del self.by_host[host]
-            origin = "https://" + host
-            if self.by_origin.get(origin) is grant:
-                del self.by_origin[origin]
-        for index, values in ((self.by_suffix, grant.suffixes), (self.by_name, grant.names)):
-            for value in values:
-                if index.get(value) is grant:
-                    del index[value]
+        for entry in grant.entries:
+            kind = entry.__class__
+            if kind is bytes:
+                self.key_count -= 1
+                if self.by_hash.get(entry) is grant:
+                    del self.by_hash[entry]
+            elif kind is not str:  # a _Key
+                self.key_count -= 1
+                if self.by_hash.get(entry.digest) is entry:
+                    del self.by_hash[entry.digest]
+            else:
+                index = self.by_suffix if entry[0] == "." else self.by_origin
+                if index.get(entry) is grant:
+                    del index[entry]
+        for name in grant.names or ():
+            if self.by_name.get(name) is grant:
+                del self.by_name[name]
+
+    def grant_named(self, name: str) -> _Grant | None:
+        """The grant whose referrer name is `name` (by equality): its app id, unless the
+        grant lists other names (format 1), or one of those."""
+        grant = self.by_name.get(name)
+        if grant is None:
+            grant = self.grants.get(name)
+            if grant is not None and grant.names is not None and name not in grant.names:
+                return None
+        return grant
 
     def allow_publishable(self, key: _Key, host: str, origin: str | None) -> Decision:
         """A live publishable key used from `host`: its grant's Decision if the grant serves the
@@ -562,12 +617,12 @@ class _Snapshot:
         return decision
 
     def grant_for_host(self, host: str) -> _Grant | None:
-        return self.by_host.get(host) or self.grant_for_suffix(host)
+        return self.by_origin.get("https://" + host) or self.grant_for_suffix(host)
 
     def grant_for_suffix(self, host: str) -> _Grant | None:
         """The grant whose declared wildcard `*.base` covers `host`: its parent domains are
-        tried from the longest (a.b.example.com → b.example.com, example.com), down to the
-        fewest labels any wildcard base in the list has (so `com` is never looked up)."""
+        tried from the longest (a.b.example.com → .b.example.com, .example.com), down to the
+        fewest labels any wildcard base in the list has (so `.com` is never looked up)."""
         by_suffix = self.by_suffix
         if not by_suffix:
             return None
@@ -579,7 +634,7 @@ class _Snapshot:
         least = self.suffix_dots
         index = host.find(".")
         while index >= 0 and dots >= least:
-            grant = by_suffix.get(host[index + 1 :])
+            grant = by_suffix.get(host[index:])
             if grant is not None:
                 # Remembered for this snapshot (browsers repeat their hosts). Misses are not
                 # remembered: made-up hosts cannot fill it.
@@ -600,37 +655,108 @@ def _columns(doc: dict[str, Any], table: str, wanted: tuple[str, ...]) -> tuple[
     return tuple(names.index(name) for name in wanted)
 
 
-def _read_grants(doc: dict[str, Any], tiers: dict[str, _Tier]) -> tuple[list[_Grant], list[str]]:
-    """(the grants a document lists, the app ids of its tombstones), from format 1 (objects) or
-    format 2 (rows under `columns`). Only what check() reads is built."""
-    upserts: list[_Grant] = []
-    if doc.get("format") == 2:
-        a, t, v, d, k = _columns(doc, "grants", ("app_id", "tier", "version", "domains", "keys"))
+_B64URL_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64url_digests(values: list[str]) -> list[bytes]:
+    """The 32-byte digests of unpadded base64url strings (43 characters each), decoded in one
+    call instead of one Python call per key: each value followed by "A" (six zero bits) is 11
+    whole base64 quads, 33 bytes of which the last is only that filler. ValueError unless every
+    value is 43 base64url characters."""
+    if not values:
+        return []
+    if set(map(len, values)) != {43}:
+        raise ValueError("a key digest is not 32 bytes of unpadded base64url")
+    joined = ("A".join(values) + "A").encode("ascii")
+    if joined.translate(None, _B64URL_ALPHABET):
+        raise ValueError("a key digest is not base64url")
+    raw = binascii.a2b_base64(joined.translate(_B64URL_TO_STANDARD), strict_mode=True)
+    return [raw[i : i + 32] for i in range(0, len(raw), 33)]
+
+
+def _hex_digests(values: list[str]) -> list[bytes]:
+    """The 32-byte digests of 64-character hex strings (format 1), decoded in one call."""
+    if not values:
+        return []
+    if set(map(len, values)) != {64}:
+        raise ValueError("a key digest is not 32 bytes of hex")
+    raw = bytes.fromhex("".join(values))
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+
+def _own(value: str) -> str:
+    """A copy of a string of the parsed document. What the index keeps must not be an object of
+    the parsed document itself: one survivor in each of the allocator's pools would keep the
+    whole document's memory resident after it is freed."""
+    return value.encode().decode()
+
+
+def _read_grants(doc: dict[str, Any], tiers: dict[str, _Tier],
+                 into: _Snapshot | None = None) -> tuple[list[_Grant], list[str]]:
+    """(the grants a document lists, the app ids of its tombstones), from format 2 (rows under
+    `columns`) or format 1 (objects). Only what check() reads is built: per grant one _Grant and
+    its `entries` tuple, per key its digest (and a _Key only for a key that is publishable,
+    expiring or revoked), per domain its index key. With `into` (a snapshot building new
+    indexes) every grant is also entered in them as it is read, without a second pass."""
+    fmt2 = doc.get("format") == 2
+    rows = doc["grants"]
+    if fmt2:
+        a, t, _, d, k = _columns(doc, "grants", ("app_id", "tier", "version", "domains", "keys"))
         h, kind, e, r = _columns(doc, "keys", ("sha256", "kind", "expires_at", "revoked_at"))
-        decode = base64.urlsafe_b64decode
-        for row in doc["grants"]:
-            app_id = row[a]
-            grant = _Grant(app_id, tiers.get(row[t]), row[v], tuple(row[d]), (app_id,))
-            grant.keys = tuple(
-                _Key(decode(key[h] + "="), grant, key[kind] == "publishable", _timestamp(key[e]),
-                     key[r] is not None)
-                for key in row[k]
-            )
-            if any(len(key.digest) != 32 for key in grant.keys):
-                raise ValueError(f"grant {app_id!r}: a key digest is not 32 bytes")
-            upserts.append(grant)
-        (ra,) = _columns(doc, "removed", ("app_id",)) if doc.get("removed") else (0,)
-        return upserts, [row[ra] for row in doc.get("removed", ())]
-    for entry in doc["grants"]:
-        grant = _Grant(entry["app_id"], tiers.get(entry["tier"]), entry["version"],
-                       tuple(entry["domains"]), tuple(entry["referrers"]))
-        grant.keys = tuple(
-            _Key(bytes.fromhex(k["sha256"]), grant, k["kind"] == "publishable", _timestamp(k.get("expires_at")),
-                 k.get("revoked_at") is not None)
-            for k in entry["keys"]
-        )
-        upserts.append(grant)
-    return upserts, [tombstone["app_id"] for tombstone in doc.get("removed", ())]
+        digests = _b64url_digests([key[h] for row in rows for key in row[k]])
+    else:
+        a, t, d, k, h, kind, e, r = "app_id", "tier", "domains", "keys", "sha256", "kind", "expires_at", "revoked_at"
+        for row in rows:  # format 1 leaves out a null expiry or revocation
+            for key in row[k]:
+                key.setdefault(e, None)
+                key.setdefault(r, None)
+        digests = _hex_digests([key[h] for row in rows for key in row[k]])
+    if into is not None:
+        grants, by_hash, by_origin, by_suffix, by_name = into.grants, into.by_hash, into.by_origin, into.by_suffix, \
+            into.by_name
+    else:  # a delta: read into scratch indexes; the snapshot enters the grants once all are read
+        grants, by_hash, by_origin, by_suffix, by_name = {}, {}, {}, {}, {}
+    upserts: list[_Grant] = []
+    append, next_digest, own, tier_of = upserts.append, iter(digests).__next__, _own, tiers.get
+    for row in rows:
+        app_id = own(row[a])
+        grant = _Grant(app_id, tier_of(row[t]))
+        entries = []
+        for key in row[k]:
+            digest = next_digest()
+            if key[e] is None and key[r] is None and key[kind] != "publishable":
+                entries.append(digest)
+                by_hash[digest] = grant
+            else:
+                entry = _key(digest, grant, key[kind] == "publishable", _timestamp(key[e]), key[r] is not None)
+                entries.append(entry)
+                by_hash[digest] = entry
+        for domain in row[d]:
+            if domain[:2] == "*.":
+                domain = domain[1:]
+                by_suffix[domain] = grant
+            else:
+                domain = "https://" + domain
+                by_origin[domain] = grant
+            entries.append(domain)
+        grant.entries = tuple(entries)
+        grants[app_id] = grant
+        if not fmt2:
+            names = tuple(own(name) for name in row["referrers"])
+            if names != (app_id,):
+                grant.names = names
+                for name in names:
+                    by_name[name] = grant
+        append(grant)
+    if into is not None:
+        into.key_count += len(digests)
+        if by_suffix:
+            into.suffix_dots = min(into.suffix_dots, min(map(str.count, by_suffix, repeat("."))) - 1)
+    removed = doc.get("removed") or ()
+    if fmt2 and removed:
+        (ra,) = _columns(doc, "removed", ("app_id",))
+        return upserts, [row[ra] for row in removed]
+    return upserts, [tombstone["app_id"] for tombstone in removed]
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
@@ -809,14 +935,23 @@ class AllowlistClient:
         if response.status_code == 304:
             return NOT_MODIFIED
         self._raise_for_status(response)
-        doc = self._document(response)
-        if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
-            # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
-            log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch, doc.get("epoch"))
-            response = self._get_document(since=None, etag=None)
-            self._raise_for_status(response)
+        # The cyclic collector is paused from the parse until the last object of the document
+        # is freed: it would otherwise walk the parser's hundreds of thousands of new lists
+        # again and again (a 100 000-grant document parses in a third of the time without it).
+        # None of them is in a cycle, so nothing is left for it when it resumes.
+        with _gc_paused():
             doc = self._document(response)
-        if self._apply(doc):
+            if held is not None and doc.get("since") is not None and doc.get("epoch") != held.epoch:
+                # A new epoch (a restore): its history is not ours, so a delta from it means nothing.
+                log.warning("allowlist: epoch changed (%s → %s), pulling the full list", held.epoch,
+                            doc.get("epoch"))
+                del doc
+                response = self._get_document(since=None, etag=None)
+                self._raise_for_status(response)
+                doc = self._document(response)
+            applied = self._apply(doc)
+            del doc
+        if applied:
             self._etag = response.headers.get("ETag")
             return UPDATED
         return NOT_MODIFIED
@@ -1135,19 +1270,55 @@ class AllowlistClient:
             if len(key) != state.key_length:
                 return MALFORMED_KEY
             # The hot path: the key's SHA-256, remembered for keys seen before.
-            digest = self._digests.get(key) or self._digest(key, state)
-            if digest is _BAD_CHECKSUM:
-                return MALFORMED_KEY
+            memo = self._digests
+            digest = memo.get(key)
+            if digest is None:
+                # First sight (or the old generation): computed here, not in a method, as this
+                # is the cost of every key a gateway has not seen yet. The digest is looked up
+                # first: a listed key was issued by the bot, so its checksum is right and is not
+                # computed; only a digest the list does not hold needs the checksum, to tell
+                # "malformed key" from "unknown key". Which digest a key has never changes, and
+                # a wrong checksum stays wrong, so the memo needs no invalidation: every check()
+                # still looks the digest up in the snapshot it holds.
+                digest = memo.old.get(key)
+                if digest is None:
+                    try:
+                        raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
+                    except UnicodeEncodeError:
+                        return MALFORMED_KEY
+                    digest = _sha256(raw).digest()
+                    entry = state.by_hash.get(digest)
+                    if entry is None and not checksum_ok(raw):
+                        digest = _BAD_CHECKSUM
+                else:
+                    entry = state.by_hash.get(digest)
+                limit = memo.limit
+                if limit:
+                    if len(memo) < limit:
+                        memo[key] = digest
+                    else:
+                        memo.put(key, digest)
+                if entry is None:
+                    return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
+                decision = entry._secret
+                if decision is None and entry.__class__ is _Key and source \
+                        and state.by_origin.get(source) is entry.grant:
+                    # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
+                    decision = entry.grant._publishable
+                return decision if decision is not None else self._check_key(state, entry, now, source)
             entry = state.by_hash.get(digest)
-            if entry is None:
-                return UNKNOWN_KEY
+            if entry is None:  # _BAD_CHECKSUM is never a listed digest
+                return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
+            # A secret key that never expires and is not revoked: its grant's answer, once made.
             # A remembered (key, Origin) pair is a live, never-expiring key already allowed from
             # that Origin in this snapshot (see _Snapshot.allow_publishable). A key decides alone:
             # an app id sent with it changes nothing.
-            return (entry.unconditional or (source and state.publishable_hits.get((entry, source)))
-                    or self._check_key(state, entry, now, source))
+            decision = entry._secret
+            if decision is None and source:
+                decision = state.publishable_hits.get((entry, source))
+            return decision if decision is not None else self._check_key(state, entry, now, source)
         if referrer:
-            grant = state.by_name.get(referrer)  # by equality: an app id is a name, never a host
+            grant = state.grant_named(referrer)  # by equality: an app id is a name, never a host
             if grant is None:
                 return UNKNOWN_REFERRER
             host = self._host(source) if source else None
@@ -1162,7 +1333,8 @@ class AllowlistClient:
                 grant = state.grant_for_host(host) if host is not None else None
                 if grant is None:
                     return UNKNOWN_ORIGIN
-            return grant._origin or grant.allow(ALLOWED_ORIGIN)
+            decision = grant._origin  # `is None`, not truth: a Decision's truth costs a read of it
+            return decision if decision is not None else grant.allow(ALLOWED_ORIGIN)
         return NO_CREDENTIALS
 
     def _host(self, source: str) -> str | None:
@@ -1176,30 +1348,9 @@ class AllowlistClient:
                 hosts.put(source, host)
         return host or None
 
-    def _digest(self, key: str, state: _Snapshot) -> bytes:
-        """SHA-256 of `key`, or _BAD_CHECKSUM; remembered in `_digests`. The digest is looked up
-        first: a listed key was issued by the bot, so its checksum is right and is not computed;
-        only a digest the list does not hold needs the checksum, to tell "malformed key" from
-        "unknown key". Which digest a key has never changes, and a wrong checksum stays wrong,
-        so the memo needs no invalidation: every check() still looks the digest up in the
-        snapshot it holds, and a revocation takes effect at the next poll as before."""
-        memo = self._digests
-        digest = memo.old.get(key)
-        if digest is None:
-            try:
-                raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
-            except UnicodeEncodeError:
-                return _BAD_CHECKSUM
-            digest = _sha256(raw).digest()
-            if digest not in state.by_hash and not checksum_ok(raw):
-                digest = _BAD_CHECKSUM
-        if len(memo) < memo.limit:
-            memo[key] = digest
-        elif memo.limit:
-            memo.put(key, digest)
-        return digest
-
-    def _check_key(self, state: _Snapshot, entry: _Key, now: float, source: str | None) -> Decision:
+    def _check_key(self, state: _Snapshot, entry: _Key | _Grant, now: float, source: str | None) -> Decision:
+        if entry.__class__ is _Grant:  # a secret key that never expires and is not revoked
+            return entry.allow(ALLOWED_SECRET_KEY)
         if entry.revoked:
             return KEY_REVOKED
         if entry.expires is not None and now >= entry.expires:
@@ -1210,7 +1361,9 @@ class AllowlistClient:
             return ORIGIN_REQUIRED
         grant = entry.grant
         if state.by_origin.get(source) is grant:  # the exact Origin of one of its hosts
-            decision = grant._publishable or grant.allow(ALLOWED_PUBLISHABLE_KEY)
+            decision = grant._publishable
+            if decision is None:
+                decision = grant.allow(ALLOWED_PUBLISHABLE_KEY)
             if entry.expires is None and decision.allowed:
                 hits = state.publishable_hits
                 if len(hits) < hits.limit:
