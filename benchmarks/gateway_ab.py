@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway client before/after in ONE process: `check()` of this tree's bot/gateway.py and of
+"""Gateway client before/after in ONE process: `check()` of this tree's gateway client and of
 another tree's (loaded under another module name), each case run for both in turn within
 every round, beside the same floors, on the same document (benchmarks/gateway_check.py's).
 
@@ -26,11 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gateway_check as harness  # noqa: E402
 
-from bot import gateway, keyformat  # noqa: E402
+from beekeeper_gateway import client as gateway  # noqa: E402
+from beekeeper_gateway import keyformat  # noqa: E402
 
 
 def load_module(tree: Path):
-    spec = importlib.util.spec_from_file_location("gateway_before", tree / "bot" / "gateway.py")
+    path = tree / "bot" / "gateway.py"  # a tree from before the gateway distribution
+    if not path.exists():
+        path = tree / "gateway" / "src" / "beekeeper_gateway" / "client.py"
+    spec = importlib.util.spec_from_file_location("gateway_before", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["gateway_before"] = module
     spec.loader.exec_module(module)
@@ -52,7 +56,7 @@ def clients(module, docs, answer):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", required=True, help="the other source tree (its bot/gateway.py)")
+    parser.add_argument("--before", required=True, help="the other source tree (its gateway client)")
     parser.add_argument("--grants", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=50)

@@ -56,7 +56,10 @@ if (CODE / "gateway" / "src").is_dir():  # the client's own distribution (gatewa
     from beekeeper_gateway import keyformat  # noqa: E402
 else:  # pragma: no cover - a tree from before the gateway distribution (--code)
     from bot import gateway, keyformat  # noqa: E402
-from bot.allowlist import signing  # noqa: E402
+try:
+    from bot.allowlist import signing  # noqa: E402
+except ImportError:  # pragma: no cover - a tree from before the layout (--code)
+    from bot import signing  # noqa: E402
 
 AllowlistClient = gateway.AllowlistClient
 
@@ -223,7 +226,7 @@ def main() -> int:
     parser.add_argument("--deltas", type=int, default=20, help="one-change deltas applied")
     parser.add_argument("--no-tracemalloc", action="store_true",
                         help="skip the extra child per format that counts Python memory with tracemalloc")
-    parser.add_argument("--code", help="the source tree whose bot/gateway.py is measured (default: this one)")
+    parser.add_argument("--code", help="the source tree whose gateway client is measured (default: this one)")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
     parser.add_argument("--trace-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """The gateway client: pull, verify and query the allowlist from inside an API gateway.
 
-No Flask, no database: only `requests`, `pyjwt` and `bot.keyformat`. A gateway keeps one
+No Flask, no database: only `requests`, `pyjwt` and `beekeeper_gateway.keyformat`. A gateway keeps one
 `AllowlistClient`, polls it (or lets `start()` poll in a thread) and asks `check()` per request:
 
     client = AllowlistClient("https://beekeeper.example/v1/allowlist", os.environ["BEEKEEPER_GATEWAY_KEY"],
@@ -29,7 +29,7 @@ What it guarantees:
   the parsed document (about 0.9 KB per grant); a delta changes only the entries of the grants
   it names (O(change)), each by one dict assignment;
 * keys: the SHA-256 is looked up first; only a digest the list does not hold has its checksum
-  verified (`bot.keyformat`), to tell "malformed key" from "unknown key";
+  verified (`beekeeper_gateway.keyformat`), to tell "malformed key" from "unknown key";
   revoked and expired keys are refused with their reason; a publishable key, a referrer name (an
   app id, matched by equality, never read as a URL) and an Origin only count when the host of the
   request's Origin HEADER (else its Referer HEADER) is one of the grant's domains —
@@ -794,7 +794,7 @@ class _HighWater(NamedTuple):
 
 
 # The checksum check, written for speed: the CRC32 of the key without its checksum, in base62 as
-# bot.keyformat writes it (6 digits = three pairs), compared with the key's last 6 bytes.
+# beekeeper_gateway.keyformat writes it (6 digits = three pairs), compared with the key's last 6 bytes.
 _PAIRS = [(a + b).encode() for a in keyformat.BASE62 for b in keyformat.BASE62]
 _crc32 = zlib.crc32
 _sha256 = hashlib.sha256

@@ -13,8 +13,9 @@ import time
 import orjson
 import pytest
 
-from bot import gateway, keyformat
-from bot.gateway import _Grant, _Key, _Snapshot
+from beekeeper_gateway import client as gateway
+from beekeeper_gateway import keyformat
+from beekeeper_gateway.client import _Grant, _Key, _Snapshot
 
 COLUMNS = {"grants": ["app_id", "tier", "version", "domains", "keys"],
            "keys": ["sha256", "kind", "expires_at", "revoked_at"], "removed": ["app_id", "status", "version"]}
