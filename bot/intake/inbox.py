@@ -13,6 +13,10 @@ does the same.
 A successful run commits the handlers' database work and the `processed` status in one
 transaction, guarded by the lease: a worker that lost its lease commits nothing. No failure
 path deletes a payload.
+
+On PostgreSQL, every transaction that makes a delivery due at once (storing, releasing, an
+operator's retry) also sends `NOTIFY beekeeper_inbox`; waiting workers LISTEN on it
+(bot.intake.wakeup) and claim at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, case, exc, or_, update
+from sqlalchemy import and_, case, exc, func, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
@@ -50,6 +54,20 @@ BACKOFF_MAX_SECONDS = 3600.0
 MAX_ERROR_LENGTH = 4000
 LEASE_LOST = "lease_lost"
 MISSING = "missing"
+
+# The channel workers LISTEN on. PostgreSQL delivers a notification when (and only if) its
+# transaction commits, so a woken worker always finds the row. The payload is empty: identical
+# notifications within one transaction reach listeners once, so a batch of 100 rows wakes them once.
+CHANNEL = "beekeeper_inbox"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+def notify_workers(connection: Connection | Session) -> None:
+    """Wake the listening workers when this transaction commits (PostgreSQL; nothing on SQLite,
+    whose workers are woken in process or poll)."""
+    bind = connection if isinstance(connection, Connection) else connection.get_bind()
+    if bind.dialect.name == "postgresql":
+        connection.execute(_NOTIFY)
 
 
 @dataclass
@@ -87,11 +105,16 @@ def _insert_statement(dialect: str):
     GUID, the body's SHA-256) makes the row a duplicate."""
     statement = _INSERTS.get(dialect)
     if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        if dialect == "postgresql":
+            # pg_notify per stored row (none for a duplicate), in the insert's own transaction.
+            returning = (Delivery.id, func.pg_notify(CHANNEL, ""))
+            insert = postgresql.insert
+        else:
+            returning, insert = (Delivery.id,), sqlite.insert
         statement = _INSERTS[dialect] = (
             insert(Delivery)
             .on_conflict_do_nothing()
-            .returning(Delivery.id)
+            .returning(*returning)
         )
     return statement
 
@@ -154,6 +177,10 @@ class _BatchInsert:
         self.row_sql = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
         self.head_sql = f"INSERT INTO delivery ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608 - constants
         self.tail_sql = " ON CONFLICT DO NOTHING RETURNING delivery_id"  # any unique key: a duplicate
+        if not self.sqlite:
+            # Wakes the listening workers at commit, only when a row was stored (a duplicate
+            # returns no row); one notification per batch reaches them (see CHANNEL).
+            self.tail_sql += f", pg_notify('{CHANNEL}', '')"
         time_type = Delivery.__table__.c.received_at.type.dialect_impl(dialect)
         self.to_db_time = time_type.bind_processor(dialect) or (lambda value: value)
         self.dbapi_error = dialect.loaded_dbapi.Error
@@ -197,7 +224,7 @@ class _BatchInsert:
                 finally:
                     cursor.close()
                 connection.commit()  # SQLite: ends BEGIN IMMEDIATE; PostgreSQL (autocommit): nothing to do
-                return {delivery_id for (delivery_id,) in rows}
+                return {row[0] for row in rows}
             except BaseException as error:
                 broken = _discard_if_broken(pooled, connection)
                 if broken and attempt == 1 and isinstance(error, self.dbapi_error):
@@ -494,6 +521,8 @@ def release(engine: Engine, worker: str, ids: list[int] | None = None) -> int:
                     next_attempt_at=now, locked_until=None, locked_by=None)
         )
         released = result.rowcount or 0
+        if released:
+            notify_workers(session)  # due now: the other workers need not wait for their poll
     if released:
         log.info("worker %s released %d claimed deliveries it will not process", worker, released)
     return released
@@ -774,4 +803,5 @@ def retry_now(session: Session, delivery_pk: int) -> Delivery | None:
     row.locked_until = None
     row.locked_by = None
     session.add(row)
+    notify_workers(session)  # at the caller's commit
     return row
