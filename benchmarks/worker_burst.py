@@ -194,7 +194,7 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
         all_reported = time.monotonic() - started
         wait_until(lambda: live["pending"]() == 0, timeout, interval=0.05, what="the inbox to drain")
         cpu_ms = (sum(cpu_seconds(w.pid) for w in workers) - cpu_before) * 1000 / issues
-        shares = cpu_shares(machine_before, cpu_by_process(), [w.pid for w in workers], bot.web.shared.pid)
+        shares = cpu_shares(machine_before, cpu_by_process(), [w.pid for w in workers], bot.web.pid)
         load = (load_before + os.getloadavg()[0]) / 2
     finally:
         for sampler in samplers:
