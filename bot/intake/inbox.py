@@ -22,6 +22,7 @@ instead of at their next poll.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from sqlmodel import Session, select
 
 from bot.core import logs, metrics
 from bot.core.clock import utcnow
-from bot.core.db import reader, session_scope, sqlite_begin_immediate
+from bot.core.db import dedicated_connection, reader, session_scope, sqlite_begin_immediate
 from bot.core.errors import RetryLater
 from bot.core.models import Delivery, DeliveryStatus
 from bot.intake.router import Context, Event, Router
@@ -254,13 +255,15 @@ class _Notifier:
     its own short transaction whose commit does not wait for the disk (it needs no durability),
     sent after the deliveries committed, so a woken worker finds them; the commits that happen
     while one is being sent share the next. A notification that cannot be sent (database away)
-    is dropped: the workers' poll finds the deliveries.
+    is dropped: the workers' poll finds the deliveries. The thread has a connection of its own,
+    not one of the intake's pool (whose retry after a restart counts on one pooled connection).
     """
 
-    SQL = text(f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', '')")
+    SQL = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', '')"
+    APPLICATION_NAME = "beekeeper intake notifier"
 
     def __init__(self, engine: Engine):
-        self.engine = engine  # the intake's autocommit engine
+        self.engine = engine
         self.sent = 0
         self._due = threading.Event()
         self._lock = threading.Lock()
@@ -276,15 +279,20 @@ class _Notifier:
                     threading.Thread(target=self._run, name="beekeeper-inbox-notify", daemon=True).start()
 
     def _run(self) -> None:
-        failed = False
+        connection, failed = None, False
         while True:
             self._due.wait()
             self._due.clear()
-            for attempt in (1, 2):  # a pooled connection the server closed: once more, fresh
+            for attempt in (1, 2):  # a connection the server closed (restart): once more, fresh
                 try:
-                    with self.engine.connect() as connection:
-                        connection.execute(self.SQL)
+                    if connection is None:
+                        connection = dedicated_connection(self.engine, self.APPLICATION_NAME)
+                    connection.execute(self.SQL)
                 except Exception as exc:  # noqa: BLE001 - the workers poll; the next delivery notifies again
+                    if connection is not None:
+                        with contextlib.suppress(Exception):  # broken already: nothing to release
+                            connection.close()
+                        connection = None
                     if attempt == 2 and not failed:
                         log.warning("could not notify the workers (%s: %.200s); they will find the deliveries "
                                     "at their next poll", type(exc).__name__, exc)
@@ -322,7 +330,7 @@ class GroupCommit:
         self.engine = engine
         self._insert = _BatchInsert(engine)
         # PostgreSQL: wakes the listening workers once deliveries are committed.
-        self._notifier = None if self._insert.sqlite else _notifier_for(self._insert.engine)
+        self._notifier = None if self._insert.sqlite else _notifier_for(engine)
         self._queue: list[_Waiting] = []
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()

@@ -24,6 +24,7 @@ import threading
 
 from sqlalchemy.engine import Engine
 
+from bot.core.db import dedicated_connection
 from bot.intake.inbox import CHANNEL
 
 log = logging.getLogger("beekeeper.worker")
@@ -81,15 +82,10 @@ class InboxListener:
             self._signal = None
 
     def _connect(self):
-        """A dedicated autocommit connection with the engine's own connection arguments."""
-        dialect = self.engine.dialect
-        cargs, cparams = dialect.create_connect_args(self.engine.url)
-        cparams = {**cparams, "autocommit": True, "application_name": APPLICATION_NAME,
-                   "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                   # A connection that dies silently (a NAT or firewall dropping it) is noticed
-                   # by the kernel within about a minute instead of never: the socket turns readable.
-                   "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        # A connection that dies silently (a NAT or firewall dropping it) is noticed by the
+        # kernel within about a minute instead of never: the socket turns readable.
+        return dedicated_connection(self.engine, APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                    keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
 
     def _run(self) -> None:
         pause, failing = RECONNECT_FIRST_SECONDS, False

@@ -149,15 +149,22 @@ def test_without_a_notification_the_poll_still_finds_the_delivery(db, settings, 
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not PG_URL, reason="needs BEEKEEPER_TEST_DATABASE_URL (PostgreSQL)")
-def test_the_listener_reconnects_after_its_connection_is_killed(db, running_worker, handled):
+def test_the_listener_and_the_notifier_reconnect_after_their_connections_are_killed(db, running_worker, handled):
+    """What a database restart does to both ends: each reconnects by itself, no process restarts."""
     listener = running_worker.listener
+    group = inbox.GroupCommit(db)
+    first = incoming()
+    assert group.store(first)  # the intake's notifier now has its connection open
+    assert handled.wait(first.delivery_id, DEADLINE)
+    assert running_worker.wait_idle(DEADLINE)
     with db.connect() as connection:
         killed = connection.execute(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = :name AND datname = current_database()"), {"name": APPLICATION_NAME}).scalar()
-    assert killed == 1
+            "WHERE application_name IN (:listener, :notifier) AND datname = current_database()"),
+            {"listener": APPLICATION_NAME, "notifier": inbox._Notifier.APPLICATION_NAME}).scalar()
+    assert killed == 2
     assert listener.wait_connects(2, DEADLINE * 3), "the listener did not reconnect"
     assert running_worker.wait_idle(DEADLINE)
     item = incoming()
-    assert inbox.GroupCommit(db).store(item)
-    assert handled.wait(item.delivery_id, DEADLINE), "the reconnected listener did not wake the worker"
+    assert group.store(item)
+    assert handled.wait(item.delivery_id, DEADLINE), "the worker was not woken after the reconnections"
