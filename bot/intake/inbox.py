@@ -303,16 +303,17 @@ class _Notifier:
                     break
 
 
-_notifiers: dict[Engine, _Notifier] = {}
+_notifiers: dict[str, _Notifier] = {}
 _notifiers_lock = threading.Lock()
 
 
 def _notifier_for(engine: Engine) -> _Notifier:
-    """One per intake engine and process, shared by every GroupCommit on it."""
+    """One per database and process, shared by every GroupCommit on it."""
+    key = engine.url.render_as_string(hide_password=False)
     with _notifiers_lock:
-        notifier = _notifiers.get(engine)
+        notifier = _notifiers.get(key)
         if notifier is None:
-            notifier = _notifiers[engine] = _Notifier(engine)
+            notifier = _notifiers[key] = _Notifier(engine)
         return notifier
 
 
