@@ -15,7 +15,8 @@ account of their own), sends the N `issues.opened` webhooks at once (N threads) 
 per issue, the time from its webhook being sent to the first POST of its status comment (the
 report) arriving at the fake GitHub. Each worker process is warmed up first by an issue of its
 own (a running worker has its installation token and lazily loaded data already); it polls every 1 s
-(the default), as a `beekeeper worker` process beside gunicorn does. A round fails unless every
+(the default), as a `beekeeper worker` process beside gunicorn does, and on PostgreSQL is woken
+at once by the intake's NOTIFY (docs/operations.md, "How workers are woken"). A round fails unless every
 issue got exactly one status comment and every delivery was processed on its first attempt.
 
     .venv/bin/python benchmarks/worker_burst.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
@@ -194,7 +195,7 @@ def run_round(live, slow: SlowGitHub, concurrency: int, issues: int, timeout: fl
         all_reported = time.monotonic() - started
         wait_until(lambda: live["pending"]() == 0, timeout, interval=0.05, what="the inbox to drain")
         cpu_ms = (sum(cpu_seconds(w.pid) for w in workers) - cpu_before) * 1000 / issues
-        shares = cpu_shares(machine_before, cpu_by_process(), [w.pid for w in workers], bot.web.shared.pid)
+        shares = cpu_shares(machine_before, cpu_by_process(), [w.pid for w in workers], bot.web.pid)
         load = (load_before + os.getloadavg()[0]) / 2
     finally:
         for sampler in samplers:

@@ -178,6 +178,17 @@ def intake_engine(engine: Engine) -> Engine:
     return sibling
 
 
+def dedicated_connection(engine: Engine, application_name: str, **options):
+    """A PostgreSQL DBAPI (psycopg) connection of its own, outside the engine's pool, in
+    autocommit mode, with the engine's connection arguments (for a connection held for a long
+    time, like a LISTEN, or used by one thread only). `application_name` shows in
+    pg_stat_activity."""
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    cparams = {**cparams, "connect_timeout": 5, **options, "autocommit": True, "application_name": application_name}
+    return dialect.loaded_dbapi.connect(*cargs, **cparams)
+
+
 def get_engine(url: str) -> Engine:
     """One engine per URL per process (engines hold the connection pool)."""
     engine = _engines.get(url)

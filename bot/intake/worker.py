@@ -1,4 +1,8 @@
-"""The worker loop: drain the inbox, run periodic jobs, sleep until woken or the poll interval."""
+"""The worker loop: drain the inbox, run periodic jobs, sleep until woken or the poll interval.
+
+Woken by: a delivery stored by the same process (`beekeeper serve`'s intake sets the event), a
+PostgreSQL notification (bot.intake.wakeup: any process stored one), or a stop request.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from bot.intake.handlers import load_handlers
 from bot.intake.router import Router
 from bot.intake.router import router as default_router
 from bot.intake.runtime import Runtime
+from bot.intake.wakeup import InboxListener
 
 log = logging.getLogger("beekeeper.worker")
 
@@ -52,6 +57,12 @@ class Worker:
             raise ValueError(f"worker concurrency must be at least 1, not {self.concurrency}")
         self.stop_event = threading.Event()
         self._wake = runtime.wake or threading.Event()
+        # PostgreSQL: a listening connection sets the wake event when any process stores a
+        # delivery; started and closed by run_forever.
+        self.listener = InboxListener(runtime.engine, self._wake) if runtime.engine.dialect.name == "postgresql" \
+            else None
+        self._idle = False
+        self.idle_changed = threading.Condition()  # notified when the worker starts or stops waiting
         self._last_run: dict[int, float] = {}
         if router is None:
             load_handlers()
@@ -87,20 +98,40 @@ class Worker:
             except Exception:  # noqa: BLE001 - a periodic job failing must not stop the worker
                 log.exception("periodic job %s failed", getattr(job, "__name__", job))
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Until the worker waits between drains with nothing waking it yet (so only a
+        notification, a stop or the poll interval can); False when `timeout` ran out first."""
+        with self.idle_changed:
+            return self.idle_changed.wait_for(lambda: self._idle and not self._wake.is_set(), timeout=timeout)
+
+    def _set_idle(self, idle: bool) -> None:
+        with self.idle_changed:
+            self._idle = idle
+            self.idle_changed.notify_all()
+
     def run_forever(self) -> None:
-        log.info("worker %s started (%d at a time)", self.name, self.concurrency)
+        log.info("worker %s started (%d at a time%s)", self.name, self.concurrency,
+                 ", woken by LISTEN/NOTIFY" if self.listener else "")
         wake = self._wake
-        while not self.stop_event.is_set():
-            # Cleared before draining: a delivery stored while we drain sets it again, so the
-            # wait below returns at once and nothing waits a whole poll interval.
-            wake.clear()
-            try:
-                self.run_once()
-                self.run_periodic()
-            except Exception as exc:  # noqa: BLE001 - e.g. database restarting: wait and try again
-                log.error("worker loop error (%s: %.300s); retrying", type(exc).__name__, exc)
-                self.stop_event.wait(min(5.0, self.runtime.settings.worker_poll_seconds * 5))
-            wake.wait(self.runtime.settings.worker_poll_seconds)
+        if self.listener is not None:
+            self.listener.start()
+        try:
+            while not self.stop_event.is_set():
+                # Cleared before draining: a delivery stored while we drain sets it again, so the
+                # wait below returns at once and nothing waits a whole poll interval.
+                wake.clear()
+                try:
+                    self.run_once()
+                    self.run_periodic()
+                except Exception as exc:  # noqa: BLE001 - e.g. database restarting: wait and try again
+                    log.error("worker loop error (%s: %.300s); retrying", type(exc).__name__, exc)
+                    self.stop_event.wait(min(5.0, self.runtime.settings.worker_poll_seconds * 5))
+                self._set_idle(True)
+                wake.wait(self.runtime.settings.worker_poll_seconds)
+                self._set_idle(False)
+        finally:
+            if self.listener is not None:
+                self.listener.close()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
