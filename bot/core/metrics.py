@@ -26,7 +26,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from bot.core.local_requests import PROXY_HEADERS, is_local_request  # noqa: F401 - PROXY_HEADERS: the same rule as the setup pages
+from bot.core.local_requests import is_local_request
 
 log = logging.getLogger("beekeeper.metrics")
 

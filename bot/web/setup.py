@@ -32,7 +32,7 @@ import yaml
 from flask import Blueprint, abort, current_app, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from bot.core.local_requests import PROXY_HEADERS, is_local_request  # noqa: F401 - part of this module's interface
+from bot.core.local_requests import is_local_request
 from bot.core.resources import app_manifest_path
 from bot.github.client import GitHubError, convert_manifest
 from bot.web.shared import credentials_configured, no_store  # noqa: F401 - credentials_configured: read as setup.credentials_configured
