@@ -24,7 +24,7 @@ import orjson
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.core import metrics
-from bot.intake import inbox, writer
+from bot.intake import inbox
 
 log = logging.getLogger("beekeeper.webhook")
 
@@ -346,13 +346,6 @@ class AppHook:
         return True
 
 
-def _store_for(runtime):
-    """PROTOTYPE: the writer process when BEEKEEPER_INTAKE_WRITER=process."""
-    if os.environ.get("BEEKEEPER_INTAKE_WRITER") == "process" and writer.usable(runtime.settings.database_url):
-        return writer.WriterClient(runtime.settings.database_url)
-    return inbox.GroupCommit(runtime.engine)
-
-
 class WebhookIntake:
     """WSGI middleware: answers `POST /webhook` itself and hands every other request to `app`.
 
@@ -362,7 +355,7 @@ class WebhookIntake:
     def __init__(self, app: Callable, runtime):
         self.app = app
         self.runtime = runtime
-        self.group_commit = _store_for(runtime)
+        self.group_commit = inbox.GroupCommit(runtime.engine)
         self.app_hook = AppHook(runtime)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -455,9 +448,6 @@ class WebhookIntake:
             # GitHub records the 503 as a failed delivery, which `beekeeper redeliver` recovers.
             log.error("webhook delivery=%s not stored: database unavailable (%s)", delivery_id, type(exc).__name__)
             return 503, b'{"error":"database unavailable; please redeliver"}\n'
-        except writer.WriterUnavailable as exc:
-            log.error("webhook delivery=%s not stored: %s", delivery_id, exc)
-            return 503, b'{"error":"intake writer unavailable; please redeliver"}\n'
         if not stored:
             metrics.DELIVERIES_DUPLICATE.labels(event=event).inc()
             log.info("delivery=%s event=%s.%s already stored (this delivery id or this very body)", delivery_id,
