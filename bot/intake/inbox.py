@@ -370,25 +370,20 @@ class GroupCommit:
         return waiting.stored
 
     def _commit(self, batch: list[_Waiting]) -> None:
-        self.transactions += commit_batch(self._insert, batch)
-        if self._notifier is not None and any(item.stored for item in batch):  # a duplicate alone wakes nobody
+        try:
+            self.transactions += 1
+            outcomes = self._insert([item.incoming for item in batch])
+        except Exception as error:  # noqa: BLE001 - handed to each waiting request
+            if len(batch) > 1:  # one bad delivery must not fail its neighbours: one by one
+                for item in batch:
+                    self._commit([item])
+                return
+            batch[0].error, batch[0].done = error, True
+            return
+        if self._notifier is not None and any(outcomes):  # a duplicate alone wakes nobody
             self._notifier.poke()
-
-
-def commit_batch(insert: _BatchInsert, batch: list[_Waiting]) -> int:
-    """Commit `batch` in one transaction and mark each item done (stored, or its error); returns
-    the number of transactions. If the batch fails, one bad delivery must not fail its
-    neighbours: each is committed on its own."""
-    try:
-        outcomes = insert([item.incoming for item in batch])
-    except Exception as error:  # noqa: BLE001 - handed to each waiting request
-        if len(batch) > 1:
-            return 1 + sum(commit_batch(insert, [item]) for item in batch)
-        batch[0].error, batch[0].done = error, True
-        return 1
-    for item, stored in zip(batch, outcomes, strict=True):
-        item.stored, item.done = stored, True
-    return 1
+        for item, stored in zip(batch, outcomes, strict=True):
+            item.stored, item.done = stored, True
 
 
 # --------------------------------------------------------------------------------------------
