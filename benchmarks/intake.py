@@ -272,11 +272,13 @@ def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, wo
         "head": _lua_string(head.decode()), "tail": _lua_string(tail.decode()), "secret": _lua_string(SECRET),
         "prefix": _lua_string(prefix), "headers": lua_headers, "limit": max(1, cap // args.wrk_threads),
     })
+    used = _children_cpu()
     output = subprocess.run(
         ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{seconds}s",
          "--timeout", "5s", "-s", str(script), url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
+    used = _children_cpu() - used  # wrk's own CPU (the gunicorn children are not waited for yet)
     data = json.loads(output.strip().splitlines()[-1])
     seconds = data["duration_us"] / 1e6
     return {
@@ -289,7 +291,16 @@ def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, wo
         "max_ms": data["max_us"] / 1000,
         "failed": data["non2xx"] + data["errors"],
         "capped": data["requests"] >= cap,  # wrk idled after the cap: per_second understates
+        "load_cpu_ms": used / max(1, data["requests"]) * 1000,
     }
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes so far (here: wrk runs)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, workdir: Path) -> dict:
@@ -335,6 +346,7 @@ def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str,
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000 if latencies else 0.0
 
     return {"requests": len(latencies), "seconds": seconds, "per_second": len(latencies) / seconds,
+            "load_cpu_ms": float("nan"),  # the generator shares this process: not measured
             "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99),
             "max_ms": latencies[-1] * 1000 if latencies else 0.0, "failed": failed, "capped": False}
 
@@ -415,7 +427,7 @@ def summarize(name: str, rounds: list[dict]) -> dict:
     valid = [r for r in rounds if r["valid"]]
     used = valid or rounds
     result = {key: statistics.median(r[key] for r in used)
-              for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms")}
+              for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms", "load_cpu_ms")}
     per_second = [r["per_second"] for r in valid]
     result.update(name=name, requests=sum(r["requests"] for r in rounds), failed=sum(r["failed"] for r in rounds),
                   capped=any(r["capped"] for r in rounds), rounds=rounds,
@@ -562,12 +574,13 @@ def main() -> int:
     if compare is not None:
         print(f"compare: {compare}{' ' + ' '.join(args.compare_env) if args.compare_env else ''}")
     print(f"{'':8} {'requests':>9} {'per s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'failed':>7} {'CPU ms/req':>11}")
+          f"{'failed':>7} {'CPU ms/req':>11} {'load CPU':>9}")
     for r in summaries.values():
         spread = (f"  ({r['per_second_min']:.0f}–{r['per_second_max']:.0f}/s over {len(r['rounds']) - r['invalid']}"
                   " valid rounds)" if r["valid"] else "  NO VALID ROUND")
         print(f"{r['name']:8} {r['requests']:>9} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
-              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f}{spread}"
+              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f} "
+              f"{r['load_cpu_ms']:>9.2f}{spread}"
               f"{invalid_note(r)}"
               f"{'  (request cap reached: raise --max-requests)' if r['capped'] else ''}")
     if valid:
