@@ -366,7 +366,8 @@ class WebhookIntake:
         else:
             extra = []
             try:
-                status, body = self.receive(environ)
+                with self.group_commit.arriving():
+                    status, body = self.receive(environ)
             except Answer as answer:
                 if answer.log_message:
                     log.warning("%s (delivery=%s)", answer.log_message, _delivery_for_log(environ))
