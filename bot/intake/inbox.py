@@ -337,22 +337,6 @@ class GroupCommit:
         self._commit_lock = threading.Lock()
         self.transactions = 0  # how many commits carried the deliveries (for tests and curiosity)
         self.queue_changed = threading.Condition(self._queue_lock)  # notified when a delivery queues
-        # EXPERIMENT: before committing, wait up to this long for the deliveries already being
-        # received (`arriving`) to queue, so more of them share the commit's fsync.
-        self.gather_seconds = float(os.environ.get("BEEKEEPER_INTAKE_GATHER_MS", "0") or 0) / 1000
-        self._arriving = 0
-
-    @contextlib.contextmanager
-    def arriving(self):
-        """Around one delivery's whole intake (read, verify, store): the committer may wait for it."""
-        with self._queue_lock:
-            self._arriving += 1
-        try:
-            yield
-        finally:
-            with self._queue_lock:
-                self._arriving -= 1
-                self.queue_changed.notify_all()
 
     def queued(self) -> int:
         """Deliveries waiting for the next commit."""
@@ -378,9 +362,6 @@ class GroupCommit:
         with self._commit_lock:
             if not waiting.done:  # nobody committed it while we waited for the lock: commit the queue
                 with self._queue_lock:
-                    if self.gather_seconds and self._arriving > len(self._queue):
-                        self.queue_changed.wait_for(lambda: len(self._queue) >= self._arriving,
-                                                    timeout=self.gather_seconds)
                     batch, self._queue = self._queue, []
                 for start in range(0, len(batch), _BatchInsert.MAX_ROWS):
                     self._commit(batch[start:start + _BatchInsert.MAX_ROWS])

@@ -366,8 +366,7 @@ class WebhookIntake:
         else:
             extra = []
             try:
-                with self.group_commit.arriving():
-                    status, body = self.receive(environ)
+                status, body = self.receive(environ)
             except Answer as answer:
                 if answer.log_message:
                     log.warning("%s (delivery=%s)", answer.log_message, _delivery_for_log(environ))
