@@ -83,7 +83,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(app_spec: str, port: int, args, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+def start_gunicorn(app_spec: str, port: int, args, env: dict[str, str], cwd: Path, log: Path,
+                   code: Path = ROOT) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn",
         "--workers", str(args.workers),
@@ -92,7 +93,7 @@ def start_gunicorn(app_spec: str, port: int, args, env: dict[str, str], cwd: Pat
         "--bind", f"127.0.0.1:{port}",
         "--backlog", "256",
         "--log-level", "warning",
-        "--pythonpath", f"{ROOT},{ROOT / 'benchmarks'}",
+        "--pythonpath", f"{code},{ROOT / 'benchmarks'}",
         app_spec,
     ]
     with open(log, "ab") as out:
@@ -131,11 +132,11 @@ def stop(process: subprocess.Popen) -> None:
 class BenchDatabase:
     """A fresh database for one run: a new SQLite file, or a new database on the given server."""
 
-    def __init__(self, base_url: str | None, workdir: Path):
+    def __init__(self, base_url: str | None, workdir: Path, name: str = "intake", code: Path = ROOT):
         self.base_url = base_url
         self.created: str | None = None
         if not base_url:
-            self.url = f"sqlite:///{workdir / 'intake.sqlite3'}"
+            self.url = f"sqlite:///{workdir / (name + '.sqlite3')}"
         else:
             import psycopg
             from sqlalchemy.engine import make_url
@@ -146,11 +147,17 @@ class BenchDatabase:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.created}"')
             self.url = url.set(database=self.created).render_as_string(hide_password=False)
+        if code != ROOT:  # the schema of the tree under test, migrated by that tree
+            subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "from bot.core.db import make_engine; from bot.ops import migrate; "
+                            "migrate.upgrade(make_engine(sys.argv[2]))", str(code), self.url], check=True)
         from bot.core.db import make_engine
-        from bot.ops import migrate
 
         self.engine = make_engine(self.url)
-        migrate.upgrade(self.engine)
+        if code == ROOT:
+            from bot.ops import migrate
+
+            migrate.upgrade(self.engine)
 
     def count_prefixes(self, prefixes: list[str]) -> int:
         """Rows stored by the measured runs (their delivery ids start with the run's prefix)."""
@@ -265,11 +272,13 @@ def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, wo
         "head": _lua_string(head.decode()), "tail": _lua_string(tail.decode()), "secret": _lua_string(SECRET),
         "prefix": _lua_string(prefix), "headers": lua_headers, "limit": max(1, cap // args.wrk_threads),
     })
+    used = _children_cpu()
     output = subprocess.run(
         ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{seconds}s",
          "--timeout", "5s", "-s", str(script), url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
+    used = _children_cpu() - used  # wrk's own CPU (the gunicorn children are not waited for yet)
     data = json.loads(output.strip().splitlines()[-1])
     seconds = data["duration_us"] / 1e6
     return {
@@ -282,7 +291,16 @@ def run_wrk(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, wo
         "max_ms": data["max_us"] / 1000,
         "failed": data["non2xx"] + data["errors"],
         "capped": data["requests"] >= cap,  # wrk idled after the cap: per_second understates
+        "load_cpu_ms": used / max(1, data["requests"]) * 1000,
     }
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes so far (here: wrk runs)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str, workdir: Path) -> dict:
@@ -328,6 +346,7 @@ def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str,
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000 if latencies else 0.0
 
     return {"requests": len(latencies), "seconds": seconds, "per_second": len(latencies) / seconds,
+            "load_cpu_ms": float("nan"),  # the generator shares this process: not measured
             "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99),
             "max_ms": latencies[-1] * 1000 if latencies else 0.0, "failed": failed, "capped": False}
 
@@ -340,11 +359,12 @@ def run_python(url: str, body: bytes, seconds: int, cap: int, args, prefix: str,
 class Server:
     """One gunicorn serving `app_spec` on a free port, for the whole run."""
 
-    def __init__(self, name: str, app_spec: str, env: dict[str, str], args, workdir: Path):
+    def __init__(self, name: str, app_spec: str, env: dict[str, str], args, workdir: Path, code: Path = ROOT):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/webhook"
-        self.process = start_gunicorn(app_spec, self.port, args, env, workdir, workdir / f"{name}.log")
+        self.process = start_gunicorn(app_spec, self.port, args, env, workdir, workdir / f"{name}.log", code)
+        self.helpers: set[int] = set()  # processes the workers started (the intake writer)
 
     def __enter__(self) -> Server:
         wait_until_serving(self.port, self.process)
@@ -352,19 +372,29 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         stop(self.process)
+        for pid in self.helpers:  # started by a worker in a session of its own: not in gunicorn's group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
 
     def cpu(self) -> dict[int, float]:
-        """User + system CPU seconds so far of gunicorn's master and each worker (Linux /proc),
-        by pid: their sum gives CPU per request, the workers' spread the balance."""
+        """User + system CPU seconds so far of gunicorn's master, each worker and each process a
+        worker started (the intake writer) (Linux /proc), by pid: their sum gives CPU per
+        request, the workers' spread the balance (helpers are remembered in `self.helpers`)."""
         master = str(self.process.pid)
         fields = _stat_fields(master)
         seconds = {self.process.pid: _cpu(fields) if fields else 0.0}
+        parents: dict[str, list[str]] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 fields = _stat_fields(entry.name)
-                if fields and fields[1] == master:
+                if fields:
+                    parents.setdefault(fields[1], []).append(entry.name)
                     seconds[int(entry.name)] = _cpu(fields)
-        return seconds
+        workers = set(parents.get(master, []))
+        for worker in workers:
+            self.helpers.update(int(pid) for pid in parents.get(worker, []))
+        keep = {self.process.pid, *map(int, workers), *self.helpers}
+        return {pid: value for pid, value in seconds.items() if pid in keep}
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -378,9 +408,9 @@ def _cpu(fields: list[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def balance(before: dict[int, float], after: dict[int, float], master: int) -> float:
+def balance(before: dict[int, float], after: dict[int, float], skip: set[int]) -> float:
     """How evenly the workers shared a run: the least busy worker's CPU over the busiest's."""
-    used = [after[pid] - before.get(pid, 0.0) for pid in after if pid != master]
+    used = [after[pid] - before.get(pid, 0.0) for pid in after if pid not in skip]
     return min(used) / max(used) if len(used) > 1 and max(used) > 0 else 1.0
 
 
@@ -397,7 +427,7 @@ def summarize(name: str, rounds: list[dict]) -> dict:
     valid = [r for r in rounds if r["valid"]]
     used = valid or rounds
     result = {key: statistics.median(r[key] for r in used)
-              for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms")}
+              for key in ("per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds", "cpu_ms", "load_cpu_ms")}
     per_second = [r["per_second"] for r in valid]
     result.update(name=name, requests=sum(r["requests"] for r in rounds), failed=sum(r["failed"] for r in rounds),
                   capped=any(r["capped"] for r in rounds), rounds=rounds,
@@ -436,7 +466,7 @@ def measure(server: Server, body: bytes, args, workdir: Path, load, round_number
         result = load(server.url, body, args.seconds, args.max_requests, args, prefix, workdir)
         after = server.cpu()
         result["cpu_ms"] = (sum(after.values()) - sum(before.values())) / max(1, result["requests"]) * 1000
-        result["balance"] = balance(before, after, server.process.pid)
+        result["balance"] = balance(before, after, {server.process.pid, *server.helpers})
         result["prefix"], result["attempts"] = prefix, attempt
         print(f"  round {round_number + 1} {server.name:7} {result['per_second']:7.0f}/s "
               f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
@@ -472,6 +502,16 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--balance-attempts", type=int, default=3,
                         help="runs per measurement while one worker got (nearly) all connections")
+    parser.add_argument("--code", type=Path, default=ROOT, metavar="DIR",
+                        help="the source tree whose intake is measured (default: this one)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                        help="also measure the intake of this tree (e.g. main's, from git archive), on a "
+                             "database of its own, in the same rounds: before/after in one run")
+    parser.add_argument("--intake-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the intake server (repeatable)")
+    parser.add_argument("--compare-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the --compare server (repeatable; alone, it compares "
+                             "this tree with other settings)")
     parser.add_argument("--without-store", action="store_true",
                         help="also measure the intake with its inbox write skipped (where the time goes)")
     args = parser.parse_args()
@@ -486,24 +526,42 @@ def main() -> int:
     load = run_wrk if use_wrk else run_python
     body = json.dumps(json.loads(PAYLOAD.read_text()), separators=(",", ":")).encode()
 
+    code, compare = args.code.resolve(), args.compare.resolve() if args.compare else None
+    if args.compare_env and compare is None:
+        compare = ROOT
     workdir = Path(tempfile.mkdtemp(prefix="bk-bench-"))
-    database = BenchDatabase(args.database_url, workdir)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("BEEKEEPER_")}
-    bot_env = {**base_env, "BEEKEEPER_DATABASE_URL": database.url, "BEEKEEPER_WEBHOOK_SECRET": SECRET,
-               "BEEKEEPER_SECRET_KEY": "bench", "BEEKEEPER_INSTANCE_PATH": str(workdir / "instance")}
+    databases: dict[str, BenchDatabase] = {}
+
+    def bot_env(name: str, tree: Path, extra: list[str]) -> dict[str, str]:
+        database = databases[name] = BenchDatabase(args.database_url, workdir, name, tree)
+        return {**base_env, "BEEKEEPER_DATABASE_URL": database.url, "BEEKEEPER_WEBHOOK_SECRET": SECRET,
+                "BEEKEEPER_SECRET_KEY": "bench", "BEEKEEPER_INSTANCE_PATH": str(workdir / f"instance-{name}"),
+                **dict(item.split("=", 1) for item in extra)}
+
+    stored: dict[str, int] = {}
     try:
         with contextlib.ExitStack() as servers:
             started = [servers.enter_context(Server("bare", "intake:bare_app()", base_env, args, workdir)),
-                       servers.enter_context(Server("intake", "bot:create_app()", bot_env, args, workdir))]
+                       servers.enter_context(Server("intake", "bot:create_app()",
+                                                    bot_env("intake", code, args.intake_env), args, workdir, code))]
+            if compare is not None:
+                started.append(servers.enter_context(Server(
+                    "compare", "bot:create_app()", bot_env("compare", compare, args.compare_env), args, workdir,
+                    compare)))
             if args.without_store:
-                started.append(servers.enter_context(
-                    Server("nostore", "intake:intake_without_store_app()", bot_env, args, workdir)))
+                started.append(servers.enter_context(Server(
+                    "nostore", "intake:intake_without_store_app()", bot_env("nostore", code, args.intake_env), args,
+                    workdir, code)))
             results = run_rounds(started, body, args, workdir, load)
-        stored = database.count_prefixes([r["prefix"] for r in results["intake"]])
+        for name in ("intake", "compare"):
+            if name in results:
+                stored[name] = databases[name].count_prefixes([r["prefix"] for r in results[name]])
     finally:
-        database.drop()
-    bare, intake = summarize("bare", results["bare"]), summarize("intake", results["intake"])
-    nostore = summarize("nostore", results["nostore"]) if args.without_store else None
+        for database in databases.values():
+            database.drop()
+    summaries = {name: summarize(name, rounds) for name, rounds in results.items()}
+    bare, intake = summaries["bare"], summaries["intake"]
 
     backend = "PostgreSQL" if args.database_url else "SQLite"
     valid = bare["valid"] and intake["valid"]
@@ -512,32 +570,40 @@ def main() -> int:
           f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}, "
           f"{args.concurrency} connections, load: {'wrk' if use_wrk else 'python'}, "
           f"payload {len(body)} bytes, {os.cpu_count()} cores, median of {args.rounds} rounds × {args.seconds} s")
+    print(f"intake: {code}{' ' + ' '.join(args.intake_env) if args.intake_env else ''}")
+    if compare is not None:
+        print(f"compare: {compare}{' ' + ' '.join(args.compare_env) if args.compare_env else ''}")
     print(f"{'':8} {'requests':>9} {'per s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'failed':>7} {'CPU ms/req':>11}")
-    for r in (bare, intake, *([nostore] if nostore else [])):
+          f"{'failed':>7} {'CPU ms/req':>11} {'load CPU':>9}")
+    for r in summaries.values():
         spread = (f"  ({r['per_second_min']:.0f}–{r['per_second_max']:.0f}/s over {len(r['rounds']) - r['invalid']}"
                   " valid rounds)" if r["valid"] else "  NO VALID ROUND")
         print(f"{r['name']:8} {r['requests']:>9} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
-              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f}{spread}"
+              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['failed']:>7} {r['cpu_ms']:>11.2f} "
+              f"{r['load_cpu_ms']:>9.2f}{spread}"
               f"{invalid_note(r)}"
               f"{'  (request cap reached: raise --max-requests)' if r['capped'] else ''}")
-    accepted = intake["requests"] - intake["failed"]
     if valid:
         print(f"ratio intake/bare: {ratio:.0%} (issue 18 goal ≥ 90%: {'met' if ratio >= 0.90 else 'MISSED'}); "
               f"intake p99 {intake['p99_ms']:.1f} ms (goal < 50 ms: {'met' if intake['p99_ms'] < 50 else 'MISSED'})")
     else:
         print("INVALID RUN: a server had no balanced round (one gunicorn worker took the connections every "
               "time), so no ratio is reported; run again or with --workers 1")
-    if nostore and nostore["valid"] and bare["valid"]:
-        share = nostore["per_second"] / bare["per_second"]
-        print(f"without the inbox write (diagnosis): {share:.0%} of the bare route")
-    print(f"inbox rows stored: {stored} for {accepted} accepted answers "
-          f"({'every 202 stored' if stored >= accepted else 'ROWS MISSING'})")
+    for name, label in (("compare", "compare"), ("nostore", "without the inbox write (diagnosis)")):
+        other = summaries.get(name)
+        if other and other["valid"] and bare["valid"]:
+            print(f"{label}: {other['per_second'] / bare['per_second']:.0%} of the bare route")
+    missing = False
+    for name, count in stored.items():
+        accepted = summaries[name]["requests"] - summaries[name]["failed"]
+        missing = missing or count < accepted or summaries[name]["failed"] > 0
+        print(f"{name}: inbox rows stored: {count} for {accepted} accepted answers "
+              f"({'every 202 stored' if count >= accepted else 'ROWS MISSING'})")
     if args.json:
-        print(json.dumps({"backend": backend, "bare": bare, "intake": intake, "ratio": ratio if valid else None,
+        print(json.dumps({"backend": backend, **summaries, "ratio": ratio if valid else None,
                           "valid": valid, "stored": stored}, default=str))
     shutil.rmtree(workdir, ignore_errors=True)
-    if stored < accepted or intake["failed"]:
+    if missing:
         return 1
     return 0 if valid else 2  # 2: nothing wrong with the bot, but the measurement is not usable
 

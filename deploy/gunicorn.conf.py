@@ -24,8 +24,9 @@ def _uses_sqlite() -> bool:
 
 
 # SQLite has one write lock for the whole database: web processes would queue for it across
-# processes (the intake measured 42 % of a bare route with 2 processes × 4 threads, 99 % with one
-# process × 8 threads whose group commit shares each commit), so one process is the default there.
+# processes (the intake measured 40-44 % of a bare route with 2 processes × 4 threads, 48-60 % with
+# one process × 8 threads whose group commit shares each commit; a separate writer process for
+# the database measured no faster: benchmarks/README.md), so one process is the default there.
 _default_workers = 1 if _uses_sqlite() else min(8, 2 * multiprocessing.cpu_count())
 workers = int(os.environ.get("BEEKEEPER_WEB_WORKERS") or _default_workers)
 threads = 8
