@@ -44,7 +44,7 @@ from sqlmodel import Session, select
 
 from bot.core import logs, metrics
 from bot.core.clock import utcnow
-from bot.core.db import dedicated_connection, session_scope, sqlite_begin_immediate
+from bot.core.db import dedicated_connection, reader, session_scope, sqlite_begin_immediate
 from bot.core.errors import RetryLater
 from bot.core.models import Delivery, DeliveryStatus
 from bot.intake.router import Context, Event, Router
@@ -503,8 +503,20 @@ def _finish(session: Session, delivery_pk: int, worker: str, **values) -> bool:
 
 
 def _leased_event(session: Session, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
-    """The delivery as an Event, if `worker` still holds its lease (read in the handler's own
-    transaction: one connection and one BEGIN/COMMIT per delivery, not two)."""
+    """The delivery as an Event, if `worker` still holds its lease.
+
+    PostgreSQL: read in the handler's own transaction (one connection, one BEGIN/COMMIT per
+    delivery, not two). SQLite: in a read-only transaction of its own, as every transaction on
+    the main engine starts by taking the database's single write lock: the handler's would
+    then hold it from the start even when its handlers write nothing, and run deliveries one
+    at a time."""
+    if session.get_bind().dialect.name == "sqlite":
+        with Session(reader(session.get_bind())) as own:
+            return _read_leased(own, delivery_pk, worker)
+    return _read_leased(session, delivery_pk, worker)
+
+
+def _read_leased(session: Session, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
     row = session.execute(
         select(Delivery.event, Delivery.action, Delivery.payload, Delivery.delivery_id, Delivery.hook_id,
                Delivery.installation_id, Delivery.attempts)
@@ -520,8 +532,9 @@ def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_
             max_attempts: int) -> str:
     """Run the handlers of one leased delivery and record the outcome; returns the new status.
 
-    `make_context(session, event)` builds the handler Context. The delivery is read, its
-    handlers run and the new status is written in one transaction, which commits on success; on
+    `make_context(session, event)` builds the handler Context. The handlers run and the new
+    status is written in one transaction (on PostgreSQL the delivery is read in it too, see
+    `_leased_event`), which commits on success; on
     failure the handlers' work is rolled back and the retry (or death) is written in a
     transaction of its own. A failure to read the delivery (the database away) is raised to the
     caller, as before: nothing ran, so there is nothing to record.
