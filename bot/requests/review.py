@@ -127,7 +127,8 @@ def review_issue(ctx, repo: str, issue: dict, *, reason: str, request: AccessReq
     user = issue.get("user") or {}
     if request is _UNREAD:
         request = locked_request(session, repo, number)
-    if request is None:
+    created = request is None
+    if created:
         request = AccessRequest(repo=repo, issue_number=number, installation_id=ctx.installation_id,
                                 applicant_id=int(user["id"]), applicant_login=str(user.get("login", ""))[:64],
                                 state=RequestState.RECEIVED)
@@ -159,7 +160,8 @@ def review_issue(ctx, repo: str, issue: dict, *, reason: str, request: AccessReq
             _close_if_duplicate(ctx, request, report)
     session.add(request)
     session.flush()
-    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue), spec=spec)
+    # A request made by this review has no grant (a grant names an existing request): not looked up.
+    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue), spec=spec, has_grant=not created)
     session.flush()
     return request
 
@@ -174,6 +176,7 @@ def _close_if_duplicate(ctx, request: AccessRequest, report: CheckReport) -> Non
     request.decided_by = ACTOR
     request.decided_at = utcnow()
     _set_state(ctx.session, request, RequestState.WITHDRAWN, "duplicate")
+    ctx.session.flush()  # the rows first: a write the database refuses fails before the issue is closed
     ctx.github.close_issue(request.repo, request.issue_number, "not_planned")
     request.issue_state = "closed"
 
@@ -199,8 +202,8 @@ def request_form(policy: Policy, request: AccessRequest) -> Form:
 
 
 def _publish(ctx, request: AccessRequest, *, schema: FormSchema, current_labels: list[str],
-             spec: Form | None = None) -> None:
-    grant = _grant_of(ctx.session, request)
+             spec: Form | None = None, has_grant: bool = True) -> None:
+    grant = _grant_of(ctx.session, request) if has_grant else None
     _upsert_status(ctx, request, schema, grant, spec)
     tier = grant.tier if grant is not None else None
     sync_labels(ctx.github, ctx.policy, request.repo, request.issue_number, current_labels,
