@@ -43,8 +43,8 @@ DEFAULT_CONCURRENCY_POSTGRESQL = 8
 
 def default_concurrency(runtime: Runtime) -> int:
     """Deliveries processed at once when not configured: 8 on PostgreSQL (a delivery mostly
-    waits for GitHub; 8 beat 4 in every one of 12 same-run burst comparisons, benchmarks/README.md,
-    and one process keeps each issue's deliveries in order); 1 on SQLite, whose single write
+    waits for GitHub; 8 gave a lower burst p95 than 4 in 19 of 20 same-run comparisons and tied
+    in one, benchmarks/README.md; one process keeps each issue's deliveries in order); 1 on SQLite, whose single write
     lock (held by a handler's transaction) would run them one at a time anyway."""
     if runtime.settings.worker_concurrency:
         return runtime.settings.worker_concurrency
