@@ -36,6 +36,25 @@ if "--code" in sys.argv:  # `bot` from another source tree (before/after in one 
     sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--code") + 1]).resolve()))
 
 
+DELIVERY_MARK = "---- delivery"
+
+
+def _print_trace(statements: list[str], count: int) -> None:
+    """Counts per delivery (everything the round did, claims included, divided by the
+    deliveries), then the last delivery's own lines, from its marker to the next."""
+    sql = [s for s in statements if s != DELIVERY_MARK and not s.startswith(("pool checkout", "BEGIN", "COMMIT",
+                                                                                 "ROLLBACK"))]
+    ends = sum(s in ("COMMIT", "ROLLBACK") for s in statements)
+    checkouts = [s for s in statements if s.startswith("pool checkout")]
+    pings = sum("pre-ping" in s for s in checkouts)
+    print(f"per delivery: {len(sql) / count:.1f} SQL statements, {ends / count:.1f} COMMIT/ROLLBACK, "
+          f"{len(checkouts) / count:.1f} pool checkouts ({pings / count:.1f} pre-pings)")
+    marks = [i for i, s in enumerate(statements) if s == DELIVERY_MARK]
+    if len(marks) >= 2:
+        print("the last but one delivery's (up to the next delivery's start):")
+        print("\n".join(statements[marks[-2] + 1:marks[-1]]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default="", help="a PostgreSQL server (a database is created on it); "
@@ -105,6 +124,30 @@ def main() -> int:
         @event.listens_for(engine, "commit")
         def _commit(conn):
             statements.append("COMMIT")
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            statements.append("BEGIN")
+
+        @event.listens_for(engine, "rollback")
+        def _rollback(conn):
+            statements.append("ROLLBACK")
+
+        @event.listens_for(engine.pool, "checkout")
+        def _checkout(dbapi_connection, record, proxy):
+            ping = " + pre-ping (a round trip)" if engine.pool._pre_ping else ""
+            statements.append(f"pool checkout{ping}")
+
+        # Each delivery's statements start at a marker (the same wrapper for any tree's `process`).
+        from bot.intake import inbox
+
+        real_process = inbox.process
+
+        def marked_process(*args, **kwargs):
+            statements.append(DELIVERY_MARK)
+            return real_process(*args, **kwargs)
+
+        inbox.process = marked_process
     cpu_ms: list[float] = []
     wall_ms: list[float] = []
     # CPU time, not wall time: the profile shows what the worker computes, not what it waits for.
@@ -133,8 +176,7 @@ def main() -> int:
             reported = sum(1 for n in numbers if (repo, n) in slow.reported)
             assert reported == count, f"{reported} of {count} reports posted"
             if round_ and args.trace_sql:
-                print(f"{len(statements) / count:.1f} SQL statements and commits per delivery; the last delivery's:")
-                print("\n".join(statements[-round(len(statements) / count):]))
+                _print_trace(statements, count)
             if round_:
                 cpu_ms.append(cpu * 1000 / count)
                 wall_ms.append(wall * 1000 / count)

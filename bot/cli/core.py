@@ -134,7 +134,7 @@ def register(main: click.Group) -> None:
     @click.option("--batch", default=10, show_default=True, type=int)
     @click.option("--concurrency", type=click.IntRange(1, 64), default=None,
                   help="Deliveries processed at once (those of one issue still in order). Default: "
-                       "BEEKEEPER_WORKER_CONCURRENCY, else 4 on PostgreSQL and 1 on SQLite.")
+                       "BEEKEEPER_WORKER_CONCURRENCY, else 8 on PostgreSQL and 1 on SQLite.")
     @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                   help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics (0: any free port).")
     @click.option("--metrics-host", default="127.0.0.1", show_default=True,

@@ -28,7 +28,11 @@ def record(
     source: str | None = None,
     details: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    flush: bool = True,
 ) -> AuditEvent:
+    """Add the audit row. `flush=False` leaves it to the session's next flush (no id yet), so
+    a caller writing several rows and row changes sends them together: the rows are written in
+    the order they were recorded, and in the same transaction either way."""
     event = AuditEvent(
         at=utcnow(),
         actor=actor,
@@ -41,7 +45,8 @@ def record(
         idempotency_key=idempotency_key,
     )
     session.add(event)
-    session.flush()
+    if flush:
+        session.flush()
     return event
 
 

@@ -432,6 +432,13 @@ def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10,
     Each claim counts as an attempt, so a delivery whose worker died mid-run is dead once
     `max_attempts` is used up (when given) instead of being claimed forever.
     """
+    return [pk for pk, _ in _claim(engine, worker, lease_seconds, limit, max_attempts)]
+
+
+def _claim(engine: Engine, worker: str, lease_seconds: int, limit: int, max_attempts: int | None,
+           order_keys: bool = False) -> list[tuple[int, tuple | None]]:
+    """`claim`, each id with its `order_key` when asked (read by the claiming UPDATE itself, so
+    grouping a batch costs no transaction of its own)."""
     now = utcnow()
     with session_scope(engine) as session:
         if max_attempts is not None:
@@ -447,7 +454,9 @@ def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10,
             return []
         # The WHERE repeats the claimable condition so that, even without row locks, a row
         # another worker leased in the meantime is not taken twice.
-        result = session.execute(
+        returned = (Delivery.id, Delivery.event, Delivery.installation_id, Delivery.payload) if order_keys \
+            else (Delivery.id,)
+        rows = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(ids), _claimable(now))
             .values(
@@ -456,9 +465,12 @@ def claim(engine: Engine, worker: str, lease_seconds: int, limit: int = 10,
                 locked_by=worker,
                 attempts=Delivery.attempts + 1,
             )
-            .returning(Delivery.id)
-        )
-        return sorted(result.scalars().all())
+            .returning(*returned)
+        ).all()
+    if not order_keys:
+        return sorted((row[0], None) for row in rows)
+    return sorted((pk, _order_key_of(pk, event, installation_id, payload))
+                  for pk, event, installation_id, payload in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,50 +502,69 @@ def _finish(session: Session, delivery_pk: int, worker: str, **values) -> bool:
     return result.rowcount == 1
 
 
-def _leased_event(engine: Engine, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
-    with Session(reader(engine)) as session:
-        delivery = session.get(Delivery, delivery_pk)
-        if delivery is None or delivery.status != DeliveryStatus.PROCESSING or delivery.locked_by != worker:
-            return None
-        return Event.from_delivery(delivery), delivery.attempts
+def _leased_event(session: Session, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
+    """The delivery as an Event, if `worker` still holds its lease.
+
+    PostgreSQL: read in the handler's own transaction (one connection, one BEGIN/COMMIT per
+    delivery, not two). SQLite: in a read-only transaction of its own, as every transaction on
+    the main engine starts by taking the database's single write lock: the handler's would
+    then hold it from the start even when its handlers write nothing, and run deliveries one
+    at a time."""
+    if session.get_bind().dialect.name == "sqlite":
+        with Session(reader(session.get_bind())) as own:
+            return _read_leased(own, delivery_pk, worker)
+    return _read_leased(session, delivery_pk, worker)
+
+
+def _read_leased(session: Session, delivery_pk: int, worker: str) -> tuple[Event, int] | None:
+    row = session.execute(
+        select(Delivery.event, Delivery.action, Delivery.payload, Delivery.delivery_id, Delivery.hook_id,
+               Delivery.installation_id, Delivery.attempts)
+        .where(Delivery.id == delivery_pk, Delivery.status == DeliveryStatus.PROCESSING,
+               Delivery.locked_by == worker)
+    ).first()
+    if row is None:
+        return None
+    return Event.from_delivery(row), row.attempts
 
 
 def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_context,
             max_attempts: int) -> str:
     """Run the handlers of one leased delivery and record the outcome; returns the new status.
 
-    `make_context(session, event)` builds the handler Context. On success the handlers' work
-    and the new status commit together; on failure the handlers' work is rolled back and the
-    retry (or death) is written in a transaction of its own.
+    `make_context(session, event)` builds the handler Context. The handlers run and the new
+    status is written in one transaction (on PostgreSQL the delivery is read in it too, see
+    `_leased_event`), which commits on success; on
+    failure the handlers' work is rolled back and the retry (or death) is written in a
+    transaction of its own. A failure to read the delivery (the database away) is raised to the
+    caller, as before: nothing ran, so there is nothing to record.
     """
-    leased = _leased_event(engine, delivery_pk, worker)
-    if leased is None:
-        return MISSING
-    event, attempts = leased
-    logs.set_fields(logs.event_fields(event))  # every line logged while it runs names the delivery
-    label = f"delivery={event.delivery_id} event={event.name}.{event.action or '-'}"
-    started = time.perf_counter()
-    error, retry_after = None, None
-    try:
-        with session_scope(engine) as session:
-            ctx = make_context(session, event)
-            if _is_own_bot(event, ctx):
-                status, note = DeliveryStatus.SKIPPED, "sent by our own bot"
-            elif router.dispatch(event, ctx) == 0:
-                status, note = DeliveryStatus.SKIPPED, "no handler"
-            else:
-                status, note = DeliveryStatus.PROCESSED, ""
+    with Session(engine, expire_on_commit=False) as session:
+        leased = _leased_event(session, delivery_pk, worker)
+        if leased is None:
+            return MISSING
+        event, attempts = leased
+        logs.set_fields(logs.event_fields(event))  # every line logged while it runs names the delivery
+        label = f"delivery={event.delivery_id} event={event.name}.{event.action or '-'}"
+        started = time.perf_counter()
+        error, retry_after = None, None
+        try:
+            status, note = _run_handlers(session, event, router, make_context)
             if not _finish(session, delivery_pk, worker, status=status, processed_at=utcnow(), last_error=None):
                 raise _LeaseLost
-    except _LeaseLost:
-        log.warning("%s attempt=%d: lease lost to another worker; its work was rolled back", label, attempts)
-        return LEASE_LOST
-    except RetryLater as exc:
-        error, retry_after = f"RetryLater: {exc}", exc.after
-    except Exception as exc:  # noqa: BLE001 - any handler failure is retried, never lost
-        error = f"{type(exc).__name__}: {exc}"
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s attempt=%d traceback", label, attempts, exc_info=True)
+            session.commit()
+        except _LeaseLost:
+            session.rollback()
+            log.warning("%s attempt=%d: lease lost to another worker; its work was rolled back", label, attempts)
+            return LEASE_LOST
+        except RetryLater as exc:
+            session.rollback()
+            error, retry_after = f"RetryLater: {exc}", exc.after
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, never lost
+            session.rollback()
+            error = f"{type(exc).__name__}: {exc}"
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s attempt=%d traceback", label, attempts, exc_info=True)
     duration = time.perf_counter() - started
     metrics.HANDLER_DURATION.labels(event=event.name).observe(duration)
     if error is None:
@@ -542,6 +573,16 @@ def process(engine: Engine, delivery_pk: int, worker: str, router: Router, make_
                  attempts)
         return status
     return _record_failure(engine, delivery_pk, worker, event, label, attempts, max_attempts, error, retry_after)
+
+
+def _run_handlers(session: Session, event: Event, router: Router, make_context) -> tuple[str, str]:
+    """The delivery's status and a note for the log."""
+    ctx = make_context(session, event)
+    if _is_own_bot(event, ctx):
+        return DeliveryStatus.SKIPPED, "sent by our own bot"
+    if router.dispatch(event, ctx) == 0:
+        return DeliveryStatus.SKIPPED, "no handler"
+    return DeliveryStatus.PROCESSED, ""
 
 
 def _record_failure(engine: Engine, delivery_pk: int, worker: str, event: Event, label: str, attempts: int,
@@ -728,21 +769,11 @@ def order_key(event: str, installation_id: int | None, payload: str | dict) -> t
     return ("issue", repo_id, number)  # issues and pull requests share one number space per repository
 
 
-def _order_keys(engine: Engine, ids: list[int]) -> dict[int, tuple]:
-    with Session(reader(engine)) as session:
-        rows = session.exec(
-            select(Delivery.id, Delivery.event, Delivery.installation_id, Delivery.payload)
-            .where(Delivery.id.in_(ids))
-        ).all()
-    keys: dict[int, tuple] = {}
-    for pk, event, installation_id, payload in rows:
-        try:
-            keys[pk] = order_key(event, installation_id, payload)
-        except ValueError:  # not JSON: process() records the failure; nothing to keep in order with
-            keys[pk] = ("delivery", pk)
-    for pk in ids:
-        keys.setdefault(pk, ("delivery", pk))  # gone meanwhile: process() says MISSING
-    return keys
+def _order_key_of(pk: int, event: str, installation_id: int | None, payload: str) -> tuple:
+    try:
+        return order_key(event, installation_id, payload)
+    except ValueError:  # not JSON: process() records the failure; nothing to keep in order with
+        return ("delivery", pk)
 
 
 def drain_concurrently(engine: Engine, router: Router, make_context, *, worker: str, lease_seconds: int,
@@ -809,8 +840,8 @@ def drain_concurrently(engine: Engine, router: Router, make_context, *, worker: 
                 if stopping():
                     break
                 room, finished = hold - counts["in_hand"], counts["done"]
-            ids = claim(engine, worker, lease_seconds, limit=room, max_attempts=max_attempts)
-            if not ids:
+            claimed = _claim(engine, worker, lease_seconds, room, max_attempts, order_keys=True)
+            if not claimed:
                 with changed:
                     if counts["in_hand"] == 0:
                         break
@@ -819,16 +850,10 @@ def drain_concurrently(engine: Engine, router: Router, make_context, *, worker: 
                     changed.wait_for(lambda seen=finished: stopping() or counts["done"] != seen
                                      or counts["in_hand"] == 0)
                 continue
-            try:
-                keys = _order_keys(engine, ids)
-            except BaseException:
-                unstarted.extend(ids)  # released below
-                raise
             start: list[tuple] = []
             with changed:
-                counts["in_hand"] += len(ids)
-                for pk in ids:
-                    key = keys[pk]
+                counts["in_hand"] += len(claimed)
+                for pk, key in claimed:
                     if key in groups:
                         groups[key].append(pk)
                     else:

@@ -16,6 +16,7 @@ from bot.core.models import RequestState
 from bot.intake.router import Context, Event, router
 from bot.requests import commands
 from bot.requests.applications import find_request, maybe_auto_approve, withdraw
+from bot.requests.review import reviewed_key
 
 
 @router.on("issue_comment", "created")
@@ -51,6 +52,8 @@ def auto_approve(event: Event, ctx: Context) -> None:
     issue = event.payload.get("issue") or {}
     if not event.repo or not issue.get("number") or "pull_request" in issue:
         return
-    request = find_request(ctx.session, event.repo, int(issue["number"]))
+    number = int(issue["number"])
+    # The review handler, which ran just before in this session, leaves the row it stored.
+    request = ctx.extras.get(reviewed_key(event.repo, number)) or find_request(ctx.session, event.repo, number)
     if request is not None:
         maybe_auto_approve(ctx, request, source=f"delivery:{event.delivery_id}")

@@ -87,7 +87,7 @@ def request_for_issue(ctx: Context, repo: str, issue: dict) -> AccessRequest | N
     if request is None and set(ctx.policy.trigger_labels) & set(issue_label_names(issue)):
         from bot.requests import review
 
-        request = review.review_issue(ctx, repo, issue, reason="command")
+        request = review.review_issue(ctx, repo, issue, reason="command", request=None)  # read just above
     return request
 
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlmodel import select
-
 from bot.core.models import AccessRequest
 from bot.github.client import NotFound
 from bot.intake.router import Context, Event, router
 from bot.requests import free_text
 from bot.requests import labels as label_service
-from bot.requests.review import body_sha256, review_issue
+from bot.requests.review import body_sha256, locked_request, review_issue, reviewed_key
 from bot.rules.forms import parse_issue_body, select_form
 
 log = logging.getLogger("beekeeper.issue_events")
@@ -54,15 +52,9 @@ def _form_without_label(ctx: Context, repo: str, issue: dict):
     return spec if parsed.from_form else None
 
 
-def _request_of(ctx: Context, repo: str, issue: dict) -> AccessRequest | None:
-    return ctx.session.exec(select(AccessRequest).where(AccessRequest.repo == repo,
-                                                        AccessRequest.issue_number == int(issue["number"]))).first()
-
-
-def _already_reviewed(ctx: Context, repo: str, issue: dict) -> bool:
+def _already_reviewed(request: AccessRequest | None, issue: dict) -> bool:
     """An issue opened from the form sends `opened` and `labeled` together: the second one finds
     the body already checked and does nothing."""
-    request = _request_of(ctx, repo, issue)
     return request is not None and request.body_sha256 == body_sha256(issue.get("body"))
 
 
@@ -82,12 +74,17 @@ def review_request_issue(event: Event, ctx: Context) -> None:
     if event.action == "edited" and not _body_changed(event):
         return
     triggers = ctx.policy.trigger_labels
+    if event.action == "labeled" and (event.payload.get("label") or {}).get("name") not in triggers:
+        return
+    # Read once (and locked, so concurrent deliveries for one issue queue) for every decision
+    # below and for the review itself.
+    request = locked_request(ctx.session, repo, int(issue["number"]))
     if event.action == "labeled":
-        if (event.payload.get("label") or {}).get("name") not in triggers or _already_reviewed(ctx, repo, issue):
+        if _already_reviewed(request, issue):
             return
     elif not set(triggers) & set(label_service.issue_label_names(issue)):
         # A maintainer who took the label off a known request meant it: only new issues get it back.
-        if _request_of(ctx, repo, issue) is not None:
+        if request is not None:
             return
         spec = _form_without_label(ctx, repo, issue)
         if spec is None:
@@ -98,7 +95,7 @@ def review_request_issue(event: Event, ctx: Context) -> None:
         log.info("issue %s#%s looks like a request form without the %r label: adding it", repo,
                  issue["number"], trigger)
         _add_trigger_label(ctx, repo, issue, trigger)
-    if _may_be_stale(ctx, event, repo, issue):
+    if _may_be_stale(event, request, issue):
         current = current_issue(ctx, repo, int(issue["number"]))
         if current is None:
             log.info("issue %s#%s no longer exists (deleted or transferred): not reviewed", repo, issue["number"])
@@ -106,7 +103,10 @@ def review_request_issue(event: Event, ctx: Context) -> None:
         issue = current
     try:
         with ctx.session.begin_nested():  # a vanished issue leaves no half-made request behind
-            review_issue(ctx, repo, issue, reason=event.action or "")
+            request = review_issue(ctx, repo, issue, reason=event.action or "", request=request)
+        # For the handlers that run next on this event in this session (auto-approval): the row
+        # as it now is, without reading it again.
+        ctx.extras[reviewed_key(repo, int(issue["number"]))] = request
     except NotFound:
         if _issue_exists(ctx, repo, int(issue["number"])):
             raise
@@ -121,11 +121,10 @@ def _issue_exists(ctx: Context, repo: str, number: int) -> bool:
     return True
 
 
-def _may_be_stale(ctx: Context, event: Event, repo: str, issue: dict) -> bool:
+def _may_be_stale(event: Event, request: AccessRequest | None, issue: dict) -> bool:
     """An edit (another may have followed it), or a body other than the one last reviewed."""
     if event.action == "edited":
         return True
-    request = _request_of(ctx, repo, issue)
     return request is not None and request.body_sha256 != body_sha256(issue.get("body"))
 
 

@@ -45,12 +45,25 @@ def _should_recheck(request: AccessRequest, reason: str) -> bool:
     return reason == "reopened" and request.state in (RequestState.REJECTED, RequestState.WITHDRAWN)
 
 
-def _locked_request(session: Session, repo: str, number: int) -> AccessRequest | None:
+def locked_request(session: Session, repo: str, number: int) -> AccessRequest | None:
     """The issue's request row, locked (PostgreSQL) so concurrent deliveries for one issue queue."""
     return session.exec(
         select(AccessRequest).where(AccessRequest.repo == repo, AccessRequest.issue_number == number)
         .with_for_update()
     ).first()
+
+
+def _update_from_issue(request: AccessRequest, issue: dict, user: dict) -> None:
+    request.title = _text(issue.get("title"), 512)
+    request.issue_state = str(issue.get("state") or "open")[:16]
+    request.applicant_login = _text(user.get("login", request.applicant_login), 64)
+    request.updated_at = utcnow()
+
+
+def reviewed_key(repo: str, number: int) -> tuple:
+    """The Context.extras key under which the issue handler leaves the request it just reviewed,
+    for the handlers that run after it on the same delivery (they read it instead of the row)."""
+    return ("reviewed request", repo, number)
 
 
 def _text(value: Any, limit: int) -> str:
@@ -93,40 +106,52 @@ def _set_state(session: Session, request: AccessRequest, state: str, reason: str
         return
     previous = request.state
     request.state = state
+    # Written with the request's other changes at the next flush (one round trip, not two).
     audit.record(session, ACTOR, f"request.{state}", request_id=request.id,
                  subject=f"{request.repo}#{request.issue_number}",
-                 details={"from": previous, "event": reason})
+                 details={"from": previous, "event": reason}, flush=False)
 
 
-def review_issue(ctx, repo: str, issue: dict, *, reason: str) -> AccessRequest:
-    """Parse + check + store the request, then upsert the status comment and sync labels."""
+_UNREAD = object()  # review_issue's `request` when the caller has not read the row
+
+
+def review_issue(ctx, repo: str, issue: dict, *, reason: str, request: AccessRequest | None = _UNREAD
+                 ) -> AccessRequest:
+    """Parse + check + store the request, then upsert the status comment and sync labels.
+
+    `request`: the issue's row (or None: there is none) when the caller has already read it
+    with `locked_request` in this transaction; otherwise it is read (and locked) here."""
     session, policy = ctx.session, ctx.policy
     gh = ctx.github
     number = int(issue["number"])
     user = issue.get("user") or {}
-    request = _locked_request(session, repo, number)
-    if request is None:
+    if request is _UNREAD:
+        request = locked_request(session, repo, number)
+    created = request is None
+    if created:
         request = AccessRequest(repo=repo, issue_number=number, installation_id=ctx.installation_id,
                                 applicant_id=int(user["id"]), applicant_login=str(user.get("login", ""))[:64],
                                 state=RequestState.RECEIVED)
+        _update_from_issue(request, issue, user)  # in the INSERT: no UPDATE right after it
         session.add(request)
-        session.flush()
+        session.flush()  # its id: the checks leave this request out of "other requests"
         audit.record(session, ACTOR, "request.received", request_id=request.id, subject=f"{repo}#{number}",
-                     details={"event": reason})
-    request.title = _text(issue.get("title"), 512)
-    request.issue_state = str(issue.get("state") or "open")[:16]
-    request.applicant_login = _text(user.get("login", request.applicant_login), 64)
-    request.updated_at = utcnow()
+                     details={"event": reason}, flush=False)
+    else:
+        _update_from_issue(request, issue, user)
 
     spec, schema, labelled = select_form(gh, repo, policy, issue)
     if _should_recheck(request, reason):
         request.form_name = form_key(spec)[:64]
         parsed = parse_issue_body(issue.get("body"), schema, policy, spec=spec, labelled=labelled)
-        report = run_checks(session, parsed, policy, schema=schema, applicant_id=request.applicant_id,
-                            applicant_login=request.applicant_login, gh=gh, request_id=request.id,
-                            resolver=ctx.extras.get("dns_resolver"), spec=spec)
-        # A request for an app the applicant already holds is an upgrade (issue 13).
-        report = upgrades.annotate(session, report, policy, request.applicant_id)
+        # The checks read grants and *other* requests only: this request's pending changes need
+        # not be written before them, and are written once, with the results, below.
+        with session.no_autoflush:
+            report = run_checks(session, parsed, policy, schema=schema, applicant_id=request.applicant_id,
+                                applicant_login=request.applicant_login, gh=gh, request_id=request.id,
+                                resolver=ctx.extras.get("dns_resolver"), spec=spec)
+            # A request for an app the applicant already holds is an upgrade (issue 13).
+            report = upgrades.annotate(session, report, policy, request.applicant_id)
         _store_results(request, issue, parsed, report)
         if request.state not in RequestState.OPEN:  # a reopened rejected/withdrawn request
             request.decided_at = request.decided_by = request.decision_reason = None
@@ -135,7 +160,8 @@ def review_issue(ctx, repo: str, issue: dict, *, reason: str) -> AccessRequest:
             _close_if_duplicate(ctx, request, report)
     session.add(request)
     session.flush()
-    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue), spec=spec)
+    # A request made by this review has no grant (a grant names an existing request): not looked up.
+    _publish(ctx, request, schema=schema, current_labels=issue_label_names(issue), spec=spec, has_grant=not created)
     session.flush()
     return request
 
@@ -150,6 +176,7 @@ def _close_if_duplicate(ctx, request: AccessRequest, report: CheckReport) -> Non
     request.decided_by = ACTOR
     request.decided_at = utcnow()
     _set_state(ctx.session, request, RequestState.WITHDRAWN, "duplicate")
+    ctx.session.flush()  # the rows first: a write the database refuses fails before the issue is closed
     ctx.github.close_issue(request.repo, request.issue_number, "not_planned")
     request.issue_state = "closed"
 
@@ -175,8 +202,8 @@ def request_form(policy: Policy, request: AccessRequest) -> Form:
 
 
 def _publish(ctx, request: AccessRequest, *, schema: FormSchema, current_labels: list[str],
-             spec: Form | None = None) -> None:
-    grant = _grant_of(ctx.session, request)
+             spec: Form | None = None, has_grant: bool = True) -> None:
+    grant = _grant_of(ctx.session, request) if has_grant else None
     _upsert_status(ctx, request, schema, grant, spec)
     tier = grant.tier if grant is not None else None
     sync_labels(ctx.github, ctx.policy, request.repo, request.issue_number, current_labels,

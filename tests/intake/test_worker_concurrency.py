@@ -247,12 +247,12 @@ def test_order_keys_follow_the_issue_then_the_repository_then_the_installation()
     assert inbox.order_key("installation", 5, "[1, 2]") == ("installation", 5)
 
 
-def test_default_concurrency_is_four_on_postgresql_one_on_sqlite(runtime, settings):
+def test_default_concurrency_is_eight_on_postgresql_one_on_sqlite(runtime, settings):
     from dataclasses import replace
 
     from bot.core.config import load_settings
 
-    expected = 1 if runtime.engine.dialect.name == "sqlite" else 4
+    expected = 1 if runtime.engine.dialect.name == "sqlite" else 8
     assert default_concurrency(runtime) == expected
     runtime.settings = replace(settings, worker_concurrency=6)
     assert default_concurrency(runtime) == 6

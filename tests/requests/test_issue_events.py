@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session, select
 
 from bot.core import comments
-from bot.core.models import AccessRequest, Delivery, RequestState
+from bot.core.models import AccessRequest, AuditEvent, Delivery, RequestState
 from bot.core.resources import issue_form_path
 from bot.rules.forms import parse_form_template, render_issue_body
 from tests.conftest import REPO, deliver, issue_event
@@ -216,3 +216,82 @@ def test_a_missing_label_endpoint_on_an_existing_issue_is_retried(client, worker
     with Session(runtime.engine) as session:
         assert session.exec(select(Delivery)).one().status == "retry"
     assert request_row(runtime) is None
+
+
+
+def _statements(engine):
+    """SQL statements sent through `engine` while the context runs, each with the transaction it
+    ran in (thread and BEGIN count in that thread: the worker claims in one thread and runs
+    deliveries in others), and "COMMIT" lines: a list of ((thread, number), text)."""
+    import threading
+    from collections import Counter
+    from contextlib import contextmanager
+
+    from sqlalchemy import event
+
+    @contextmanager
+    def recording():
+        seen: list[tuple[tuple, str]] = []
+        begun: Counter = Counter()
+
+        def transaction() -> tuple:
+            thread = threading.get_ident()
+            return thread, begun[thread]
+
+        def on_begin(conn):
+            begun[threading.get_ident()] += 1
+
+        def on_execute(conn, cursor, statement, parameters, context, executemany):
+            seen.append((transaction(), " ".join(statement.split())))
+
+        def on_commit(conn):
+            seen.append((transaction(), "COMMIT"))
+
+        listeners = (("begin", on_begin), ("before_cursor_execute", on_execute), ("commit", on_commit))
+        for name, listener in listeners:
+            event.listen(engine, name, listener)
+        try:
+            yield seen
+        finally:
+            for name, listener in listeners:
+                event.remove(engine, name, listener)
+
+    return recording()
+
+
+def test_a_new_request_is_read_once_and_written_in_few_statements(client, worker, runtime, fake_github):
+    """The review of an opened issue reads the issue's request row once (for every decision of
+    the issue handler, the review and the auto-approval after it), inserts it with its title, and
+    writes its results and both audit rows in one flush before GitHub is called: one UPDATE for
+    the results, one for the status comment's id. Same comments, labels and audit rows as ever."""
+    with _statements(runtime.engine) as seen:
+        send(client, worker, fake_github, "opened", body())
+    request = request_row(runtime)
+    assert request.state == RequestState.VALIDATED and request.title == "Special access: Free AI Chat"
+    assert len(status_comments(fake_github)) == 1
+    texts = [text for _, text in seen]
+    reads = [s for s in texts if s.startswith("SELECT access_request.id") and "access_request.issue_number =" in s]
+    assert len(reads) == 1, reads
+    writes = [s.split(" SET ")[1].split("=")[0] for s in texts if s.startswith("UPDATE access_request")]
+    assert writes == [writes[0], "status_comment_id"], writes  # results and state together, then the comment id
+    with Session(runtime.engine) as session:
+        actions = session.exec(select(AuditEvent.action).where(AuditEvent.request_id == request.id)
+                               .order_by(AuditEvent.id)).all()
+    assert actions == ["request.received", "request.validated"]
+
+
+def test_a_delivery_is_read_in_its_handlers_transaction_on_postgresql(client, worker, runtime, fake_github):
+    """PostgreSQL: the leased delivery is read inside the transaction its handlers run and its
+    outcome is written in, so a delivery costs one transaction. SQLite reads it in a read-only
+    transaction first: the handlers' transaction holds the write lock from its first statement."""
+    with _statements(runtime.engine) as seen:
+        send(client, worker, fake_github, "opened", body())
+    read = next(number for number, text in seen if text.startswith("SELECT delivery.event"))
+    finish = next(number for number, text in seen if text.startswith("UPDATE delivery SET") and "processed_at" in text)
+    review = next(number for number, text in seen if text.startswith("INSERT INTO access_request"))
+    assert review == finish
+    if runtime.engine.dialect.name == "postgresql":
+        assert read == finish
+    else:
+        assert read != finish
+    assert len(status_comments(fake_github)) == 1
