@@ -439,6 +439,11 @@ def _timestamp(value: str | None) -> float | None:
 
 WILDCARD_HITS_MAX = 16_384  # hosts a snapshot remembers as matched by a wildcard (at least; or one per grant)
 PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot remembers (at least; or one per key)
+# The expiry guard (AllowlistClient._guard) withdraws its word this many seconds before the held list
+# expires, and wakes at least every GUARD_TICK seconds.
+FAST_PATH_MARGIN = 1.0
+GUARD_TICK = 0.5
+_UNARMED: dict = {}  # check_origin()'s index while the guard vouches for no snapshot (never written)
 KEY_MEMO_MIN = 65_536  # keys whose digest the client remembers (at least; or one per listed key)
 HOST_MEMO_MIN = 8_192  # Origin/Referer values whose host the client remembers (at least; or two per grant)
 
@@ -885,6 +890,14 @@ class AllowlistClient:
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The expiry guard (see _guard): the snapshot it vouches for, and that snapshot's exact-Origin
+        # index for check_origin() (_UNARMED when it vouches for none). Written under _arm_lock only.
+        self._armed: _Snapshot | None = None
+        self._fast: dict[str, _Grant] = _UNARMED
+        self._guarding = False
+        self._arm_lock = threading.Lock()
+        self._rearm = threading.Event()
+        self._guard_thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
         self.last_error: AllowlistError | None = None
         self.last_success: float | None = None
@@ -1001,7 +1014,10 @@ class AllowlistClient:
                 state = _Snapshot(doc, base=held if since is not None else None)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
-        self._state = state  # one assignment: check() sees the old or the new snapshot's header
+        with self._arm_lock:  # one assignment: check() sees the old or the new snapshot's header
+            self._state = state
+            self._arm()  # the guard's word moves to the new snapshot with it, or is withdrawn
+        self._rearm.set()  # the guard reckons with the new expiry
         if self.key_cache_size is None:  # the memos follow the list's size
             self._digests.limit = max(KEY_MEMO_MIN, state.key_count)
         self._hosts.limit = max(HOST_MEMO_MIN, 2 * len(state.grants))
@@ -1221,15 +1237,23 @@ class AllowlistClient:
     # -- background polling -------------------------------------------------------------------
 
     def start(self) -> AllowlistClient:
-        """Poll every `poll_interval` seconds in a daemon thread (errors are logged, not raised)."""
+        """Poll every `poll_interval` seconds in a daemon thread (errors are logged, not raised).
+        With the default clock, also start the expiry guard (see _guard), which lets check() skip
+        its clock read and check_origin() answer from the exact-Origin index alone."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="allowlist-poller", daemon=True)
             self._thread.start()
+        if self._clock is time.time and (self._guard_thread is None or not self._guard_thread.is_alive()):
+            self._guard_thread = threading.Thread(target=self._guard, name="allowlist-expiry-guard", daemon=True)
+            self._guard_thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self._rearm.set()
+        if self._guard_thread is not None:
+            self._guard_thread.join(timeout=self.timeout + 1)
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
 
@@ -1240,6 +1264,42 @@ class AllowlistClient:
             except AllowlistError as exc:
                 log.warning("allowlist poll failed: %s", exc)
             self._stop.wait(self.poll_interval)
+
+    def _guard(self) -> None:
+        """The expiry guard: a thread that vouches for the held snapshot while its list is fresh
+        for longer than FAST_PATH_MARGIN, so that check() need not read the clock and
+        check_origin() may answer from the exact-Origin index alone. It wakes when a new snapshot
+        comes (_apply sets `_rearm`), FAST_PATH_MARGIN seconds before the held one expires, and at
+        least every GUARD_TICK seconds (a wall clock stepped forward is noticed within that); it
+        withdraws its word then, and when it stops. Not a poller: it does no I/O, so a poll
+        blocked on the network never holds it up."""
+        with self._arm_lock:
+            self._guarding = True
+        try:
+            while not self._stop.is_set():
+                self._rearm.clear()
+                with self._arm_lock:
+                    left = self._arm()
+                self._rearm.wait(min(left, GUARD_TICK) if left > 0 else GUARD_TICK)
+        finally:
+            with self._arm_lock:
+                self._guarding = False
+                self._arm()
+
+    def _arm(self) -> float:
+        """Under _arm_lock: vouch for the held snapshot if the guard runs and the list stays fresh
+        for more than FAST_PATH_MARGIN seconds, else withdraw (the word is given before the index
+        is exposed and the index hidden before the word is withdrawn, so a reader without the
+        lock never sees an index without the word). The seconds until it must be withdrawn."""
+        state = self._state
+        left = state.expires - FAST_PATH_MARGIN - self._clock() if self._guarding and state is not None else 0.0
+        if left > 0:
+            self._armed = state
+            self._fast = state.by_origin
+        else:
+            self._fast = _UNARMED
+            self._armed = None
+        return left
 
     def __enter__(self) -> AllowlistClient:
         return self.start()
@@ -1262,8 +1322,10 @@ class AllowlistClient:
         state = self._state
         if state is None:
             return NOT_LOADED
-        now = self._clock()
-        if now >= state.expires:
+        # The list's expiry, on the clock unless the expiry guard vouches for this very snapshot
+        # (it withdraws its word FAST_PATH_MARGIN seconds before the expiry: see _guard). A key
+        # that may expire reads the clock in _check_key.
+        if state is not self._armed and self._clock() >= state.expires:
             return LIST_EXPIRED
         source = origin or referer  # the Origin header, else the Referer header: never the app id
         if key is not None:
@@ -1305,7 +1367,7 @@ class AllowlistClient:
                         and state.by_origin.get(source) is entry.grant:
                     # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
                     decision = entry.grant._publishable
-                return decision if decision is not None else self._check_key(state, entry, now, source)
+                return decision if decision is not None else self._check_key(state, entry, source)
             entry = state.by_hash.get(digest)
             if entry is None:  # _BAD_CHECKSUM is never a listed digest
                 return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
@@ -1316,7 +1378,7 @@ class AllowlistClient:
             decision = entry._secret
             if decision is None and source:
                 decision = state.publishable_hits.get((entry, source))
-            return decision if decision is not None else self._check_key(state, entry, now, source)
+            return decision if decision is not None else self._check_key(state, entry, source)
         if referrer:
             grant = state.grant_named(referrer)  # by equality: an app id is a name, never a host
             if grant is None:
@@ -1337,6 +1399,21 @@ class AllowlistClient:
             return decision if decision is not None else grant.allow(ALLOWED_ORIGIN)
         return NO_CREDENTIALS
 
+    def check_origin(self, origin: str) -> Decision:
+        """`check(origin=origin)`, always the same answer, for a request that carries only an
+        Origin header (no key, no app id; a Referer header does not count when there is an
+        Origin). While the expiry guard vouches for the held snapshot (the client was started
+        with `start()` and the default clock, and the list is fresh for more than
+        FAST_PATH_MARGIN seconds), an exact Origin of a grant whose Decision is already made is
+        answered by one lookup in the exact-Origin index, without reading the clock; everything
+        else (another value, no guard, a list about to expire) goes through check()."""
+        grant = self._fast.get(origin)
+        if grant is not None:
+            decision = grant._origin
+            if decision is not None:
+                return decision
+        return self.check(None, origin)
+
     def _host(self, source: str) -> str | None:
         """host_of(source), remembered (two generations, sized to the list; "" for no host)."""
         hosts = self._hosts
@@ -1348,12 +1425,12 @@ class AllowlistClient:
                 hosts.put(source, host)
         return host or None
 
-    def _check_key(self, state: _Snapshot, entry: _Key | _Grant, now: float, source: str | None) -> Decision:
+    def _check_key(self, state: _Snapshot, entry: _Key | _Grant, source: str | None) -> Decision:
         if entry.__class__ is _Grant:  # a secret key that never expires and is not revoked
             return entry.allow(ALLOWED_SECRET_KEY)
         if entry.revoked:
             return KEY_REVOKED
-        if entry.expires is not None and now >= entry.expires:
+        if entry.expires is not None and self._clock() >= entry.expires:
             return KEY_EXPIRED
         if not entry.publishable:
             return entry.grant.allow(ALLOWED_SECRET_KEY)
