@@ -1342,15 +1342,20 @@ class AllowlistClient:
                 # "malformed key" from "unknown key". Which digest a key has never changes, and
                 # a wrong checksum stays wrong, so the memo needs no invalidation: every check()
                 # still looks the digest up in the snapshot it holds.
-                digest = memo.old.get(key)
+                # The old generation is looked up only when it holds anything (a first lookup of
+                # an empty dict costs more than the test; always empty with key_cache_size=0).
+                old = memo.old
+                digest = old.get(key) if old else None
                 if digest is None:
                     try:
-                        raw = key.encode("ascii")  # keys are ASCII; anything else cannot be ours
-                    except UnicodeEncodeError:
+                        raw = key.encode()  # UTF-8 (the quickest); a non-ASCII key comes out longer
+                    except UnicodeEncodeError:  # a lone surrogate
                         return MALFORMED_KEY
                     digest = _sha256(raw).digest()
                     entry = state.by_hash.get(digest)
-                    if entry is None and not checksum_ok(raw):
+                    # Listed keys are ASCII (base62), so a non-ASCII key is never found; only a miss
+                    # tells it apart (more bytes than characters): malformed, as a bad checksum.
+                    if entry is None and (len(raw) != len(key) or not checksum_ok(raw)):
                         digest = _BAD_CHECKSUM
                 else:
                     entry = state.by_hash.get(digest)
@@ -1364,9 +1369,9 @@ class AllowlistClient:
                     return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
                 decision = entry._secret
                 if decision is None and entry.__class__ is _Key and source \
-                        and state.by_origin.get(source) is entry.grant:
+                        and (grant := state.by_origin.get(source)) is entry.grant:
                     # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
-                    decision = entry.grant._publishable
+                    decision = grant._publishable
                 return decision if decision is not None else self._check_key(state, entry, source)
             entry = state.by_hash.get(digest)
             if entry is None:  # _BAD_CHECKSUM is never a listed digest
