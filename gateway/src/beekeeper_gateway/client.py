@@ -1464,6 +1464,16 @@ class AllowlistClient:
 # --------------------------------------------------------------------------------------------
 
 
+def app_id_of(query: str) -> str | None:
+    """The app id a request names: its first non-empty `referrer` query value, as `parse_qs` reads
+    it; None without one. A query with neither "referrer" nor a percent escape in it has none
+    (parse_qs only unescapes names and turns "+" into spaces), so it is not parsed."""
+    if "referrer" not in query and "%" not in query:
+        return None
+    names = parse_qs(query).get("referrer")
+    return names[0] if names else None
+
+
 class AllowlistMiddleware:
     """Enforces the allowlist in front of any WSGI app.
 
@@ -1482,10 +1492,13 @@ class AllowlistMiddleware:
         authorization = environ.get("HTTP_AUTHORIZATION", "")
         key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
         key = key or environ.get("HTTP_X_API_KEY") or None
-        names = parse_qs(environ.get("QUERY_STRING", "")).get("referrer")
-        decision = self.client.check(key=key, origin=environ.get("HTTP_ORIGIN") or None,
-                                     referrer=names[0] if names else None,
-                                     referer=environ.get("HTTP_REFERER") or None)
+        app_id = app_id_of(environ.get("QUERY_STRING", ""))
+        origin = environ.get("HTTP_ORIGIN") or None
+        if origin is not None and key is None and app_id is None:  # the Referer does not count then
+            decision = self.client.check_origin(origin)
+        else:
+            decision = self.client.check(key=key, origin=origin, referrer=app_id,
+                                         referer=environ.get("HTTP_REFERER") or None)
         if decision.allowed:
             environ["beekeeper.decision"] = decision
             return self.app(environ, start_response)
