@@ -22,7 +22,10 @@ What it guarantees:
 * with `trusted_keys=` (JWKs or RFC 7638 thumbprints) only those keys are trusted, whatever the
   JWKS served next to the document says;
 * once the held document expires, `check()` refuses everything (fails closed) until a fresh one
-  is loaded;
+  is loaded; with the poller running (`start()`) and the default clock, the list's expiry is
+  enforced by an expiry guard thread rather than a clock read per check (see _guard), which
+  also lets `check_origin(origin)` (the same answer as `check(origin=origin)`) answer an exact
+  Origin in one lookup;
 * documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
   plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson with the cyclic
   collector paused; the index keeps per grant one object and one tuple (see _Grant), nothing of
