@@ -383,7 +383,7 @@ class _Key:
     never expires and is not revoked (the usual one; two slots); `_LimitedKey`: any other."""
 
     __slots__ = ("digest", "grant")
-    _secret = None  # check() reads `entry._secret` of a _Grant or a _Key alike: a _Key never answers alone
+    _secret = None  # any index entry answers `_secret` (check() reads it of a _Grant only): a _Key never answers alone
     publishable = True
     expires: float | None = None
     revoked = False
@@ -1370,11 +1370,16 @@ class AllowlistClient:
                         memo.put(key, digest)
                 if entry is None:
                     return MALFORMED_KEY if digest is _BAD_CHECKSUM else UNKNOWN_KEY
-                decision = entry._secret
-                if decision is None and entry.__class__ is _Key and source \
-                        and (grant := state.by_origin.get(source)) is entry.grant:
+                # One attribute read per kind of entry (`type()`, not `.__class__`: the former is
+                # specialised by the interpreter, and each slot read below sees one class only).
+                kind = type(entry)
+                if kind is _Grant:  # a secret key that never expires and is not revoked
+                    decision = entry._secret
+                elif kind is _Key and source and (grant := state.by_origin.get(source)) is entry.grant:
                     # A publishable key that never expires, nor is revoked, from an exact Origin of its grant.
                     decision = grant._publishable
+                else:
+                    decision = None
                 return decision if decision is not None else self._check_key(state, entry, source)
             entry = state.by_hash.get(digest)
             if entry is None:  # _BAD_CHECKSUM is never a listed digest
@@ -1383,9 +1388,12 @@ class AllowlistClient:
             # A remembered (key, Origin) pair is a live, never-expiring key already allowed from
             # that Origin in this snapshot (see _Snapshot.allow_publishable). A key decides alone:
             # an app id sent with it changes nothing.
-            decision = entry._secret
-            if decision is None and source:
+            if type(entry) is _Grant:
+                decision = entry._secret
+            elif source:
                 decision = state.publishable_hits.get((entry, source))
+            else:
+                decision = None
             return decision if decision is not None else self._check_key(state, entry, source)
         if referrer:
             grant = state.grant_named(referrer)  # by equality: an app id is a name, never a host
@@ -1434,7 +1442,7 @@ class AllowlistClient:
         return host or None
 
     def _check_key(self, state: _Snapshot, entry: _Key | _Grant, source: str | None) -> Decision:
-        if entry.__class__ is _Grant:  # a secret key that never expires and is not revoked
+        if type(entry) is _Grant:  # a secret key that never expires and is not revoked
             return entry.allow(ALLOWED_SECRET_KEY)
         if entry.revoked:
             return KEY_REVOKED
