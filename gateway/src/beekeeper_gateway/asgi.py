@@ -7,7 +7,8 @@ dependency.
 
 It reads what the WSGI middleware reads: the key from `Authorization: Bearer …` (else
 `X-API-Key`), the `Origin` header (else the `Referer` header; `check()` applies the rules) and an
-app id from the `referrer` query parameter (a name only). A refused HTTP request gets the same JSON
+app id from the `referrer` query parameter (a name only); a request with only an Origin is
+decided by `check_origin()`, as there. A refused HTTP request gets the same JSON
 answer and status (401 / 403 / 503, `HTTP_STATUS`); an allowed one reaches the app with the
 Decision in `scope["beekeeper.decision"]` (Starlette: `request.scope["beekeeper.decision"]`).
 A refused WebSocket handshake is closed before it is accepted (code 1008, the reason as the close

@@ -1490,7 +1490,8 @@ class AllowlistMiddleware:
 
     The key comes from `Authorization: Bearer …` (or `X-API-Key`), the origin from the `Origin`
     header (else the `Referer` header), an app id from the `referrer` query parameter (a name
-    only: it never stands in for the headers). Refusals answer JSON:
+    only: it never stands in for the headers); a request with an Origin and neither a key nor an
+    app id is decided by `check_origin()` (the same answer, quicker). Refusals answer JSON:
     401 without any credential, 403 when refused, 503 while no fresh allowlist is held (fail closed).
     An allowed request reaches the app with the Decision in `environ["beekeeper.decision"]`.
     """
