@@ -8,6 +8,10 @@ being measured; here the floor and both clients take turns every 1 000 calls, so
 the same noise. Ratios are per round (a client's total time / the floor's); the report gives
 their median and spread.
 
+Every function, floor or client method, is called directly with positional arguments by the
+same loop (gateway_check.py's convention); the clients are started as a gateway runs them
+(`start()`), except the "polled by hand" ones; `check_origin` cases run for a tree that has it.
+
     .venv/bin/python benchmarks/gateway_ab.py --before /tmp/before [--grants 100000] [--rounds 7]
 """
 

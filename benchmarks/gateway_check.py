@@ -9,12 +9,19 @@ and loaded through the client's real poll/verify path:
 * the same with every key / every exact Origin of the list in rotation (100 000 distinct
   inputs, past any fixed-size memo);
 * "first sight": a client whose memos are off (the cost of a key or host never seen before);
+  "polled by hand": the same without the poller thread (no expiry guard: every check reads the
+  clock);
+* `check_origin(origin)` beside `check(None, origin)` (the same answer) when the client has it;
 * beside the floors, as ratios: one `hashlib.sha256(key).digest()` + one dict lookup in a dict
   of the same size (keys), and one lookup in a dict of exact Origins (Origins);
 * load + verify of the full document (format 1 compact JWS, and format 2 with its detached
   signature when the client under test reads it), each in a fresh child process, with its RSS
   after the load, the peak RSS (VmHWM) and the peak over a second full poll;
 * applying a delta of one changed grant to a client holding the whole list.
+
+Every case, floor or check, is called directly with positional arguments by the same loop (no
+wrapper on either side), and the floors' dicts hold their own copies of the queried Origins (see
+benchmarks/README.md). Both clients are started (`start()`) as a gateway runs them.
 
 Rounds alternate between the floor and each case (median and spread reported) so a noisy
 machine hits both. `--code DIR` runs the same measurements against another source tree (e.g.
@@ -279,12 +286,13 @@ def main() -> int:
     gateway.WILDCARD_HITS_MAX = gateway.PUBLISHABLE_HITS_MAX = 0
     cold = polling(AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]),
                                    key_cache_size=0, poll_interval=10**6))
-    if hasattr(cold, "_hosts"):
-        cold._hosts.limit = 0
-    gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
     # ... and one polled by hand (no poller thread, so no expiry guard: every check() reads the clock)
     by_hand = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]), key_cache_size=0)
     by_hand.poll()
+    for memo_off in (cold, by_hand):
+        if hasattr(memo_off, "_hosts"):
+            memo_off._hosts.limit = 0
+    gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
 
     step = max(args.grants // 1000, 1)
     sample = list(range(0, args.grants, step))[:1000]
