@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -143,6 +144,10 @@ def main() -> int:
     # meet the same noise; a round's ratio is a client's total time over the floor's. A tree
     # whose client lacks the method is left out of that case.
     ratios: dict[tuple[str, str], list[float]] = {}
+    # Also per chunk: a chunk's three runs follow each other within a few milliseconds, so a
+    # preemption by another process spoils one chunk's ratio, which the median of all chunks'
+    # ratios leaves out, where it weighs on a round's totals.
+    chunk_ratios: dict[tuple[str, str], list[float]] = {}
     for number in range(args.rounds):
         print(f"  round {number + 1}/{args.rounds}", file=sys.stderr)
         for name, (floor, inputs, repeat, which, method) in cases.items():
@@ -154,13 +159,17 @@ def main() -> int:
             for function in runners.values():  # warm
                 timed(function, inputs)
             totals = dict.fromkeys(runners, 0.0)
+            times = dict.fromkeys(runners, 0.0)
             order = list(runners)
             for _ in range(repeat):
                 for begin in range(0, len(inputs), 1000):
                     order.append(order.pop(0))
                     chunk = inputs[begin : begin + 1000]
                     for label in order:
-                        totals[label] += timed(runners[label], chunk)
+                        times[label] = timed(runners[label], chunk)
+                        totals[label] += times[label]
+                    for who in runners.keys() - {"floor"}:
+                        chunk_ratios.setdefault((name, who), []).append(times[who] / times["floor"])
             for who in runners.keys() - {"floor"}:
                 ratios.setdefault((name, who), []).append(totals[who] / totals["floor"])
     for pair in made.values():
@@ -175,6 +184,19 @@ def main() -> int:
             values = ratios.get((name, who))
             cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})" if values else "—")
         print(f"{name:50} {cells[0]:>22} {cells[1]:>22}")
+    print("\nthe same, per chunk of 1 000 calls: median of every chunk's ratio (interquartile range)")
+    print(f"{'case':50} {'before':>22} {'after':>22}")
+    for name in cases:
+        cells = []
+        for who in ("before", "after"):
+            values = chunk_ratios.get((name, who))
+            if values:
+                q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+                cells.append(f"{q2:.2f} ({q1:.2f}–{q3:.2f})")
+            else:
+                cells.append("—")
+        print(f"{name:50} {cells[0]:>22} {cells[1]:>22}")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 
