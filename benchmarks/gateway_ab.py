@@ -102,6 +102,8 @@ def main() -> int:
     unknown = [keyformat.generate("bk", "sk") for _ in sample]
     every_origin = [f"https://app{i}.example.com" for i in range(args.grants)]
     hosts = every_origin[::step][:1000]
+    wildcard = [f"https://www.app{i}.example.net" for i in sample]
+    nowhere = [f"https://nobody{i}.example.org" for i in sample]
     # The floors' dicts hold other string objects than the queries, as the clients' indexes do
     # (see gateway_check.py); every function, floor or check, is called directly with positional
     # arguments, one per element of its input.
@@ -139,6 +141,10 @@ def main() -> int:
         "Origin, exact host: check_origin(o)": (origin_floor, hosts, args.repeat, 0, "check_origin"),
         "rotation: every exact Origin, check_origin(o)": (origin_floor, every_origin, rotation, 0, "check_origin"),
         "check_origin(o), polled by hand": (origin_floor, hosts, args.repeat, 2, "check_origin"),
+        "Origin under a wildcard: check(None, o)": (keyless_floor, keyless(wildcard), args.repeat, 0, "check"),
+        "Origin under a wildcard: check_origin(o)": (origin_floor, wildcard, args.repeat, 0, "check_origin"),
+        "unknown Origin: check(None, o)": (keyless_floor, keyless(nowhere), args.repeat, 0, "check"),
+        "unknown Origin: check_origin(o)": (origin_floor, nowhere, args.repeat, 0, "check_origin"),
     }
     # Floor, before and after take turns every 1 000 calls (in a rotating order), so all three
     # meet the same noise; a round's ratio is a client's total time over the floor's. A tree
