@@ -344,7 +344,10 @@ class _Grant:
     `*.<base>`. `names`: the referrer names, when they are not just the app id (format 1 may
     list others); None otherwise (always, in format 2)."""
 
-    __slots__ = ("app_id", "tier", "entries", "names", "_secret", "_publishable", "_origin", "_referrer")
+    # The Decisions first: check_origin(), a publishable key and a secret key read `_origin`,
+    # `_publishable` or `_secret` of a grant that, with 100 000 in rotation, is not in the CPU cache;
+    # the first slots share a cache line with the object header the interpreter reads anyway.
+    __slots__ = ("_origin", "_publishable", "_secret", "_referrer", "app_id", "tier", "entries", "names")
 
     def __init__(self, app_id: str, tier: _Tier | None, entries: tuple = (), names: tuple[str, ...] | None = None):
         self.app_id = app_id
