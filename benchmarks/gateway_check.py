@@ -9,12 +9,19 @@ and loaded through the client's real poll/verify path:
 * the same with every key / every exact Origin of the list in rotation (100 000 distinct
   inputs, past any fixed-size memo);
 * "first sight": a client whose memos are off (the cost of a key or host never seen before);
+  "polled by hand": the same without the poller thread (no expiry guard: every check reads the
+  clock);
+* `check_origin(origin)` beside `check(None, origin)` (the same answer) when the client has it;
 * beside the floors, as ratios: one `hashlib.sha256(key).digest()` + one dict lookup in a dict
   of the same size (keys), and one lookup in a dict of exact Origins (Origins);
 * load + verify of the full document (format 1 compact JWS, and format 2 with its detached
   signature when the client under test reads it), each in a fresh child process, with its RSS
   after the load, the peak RSS (VmHWM) and the peak over a second full poll;
 * applying a delta of one changed grant to a client holding the whole list.
+
+Every case, floor or check, is called directly with positional arguments by the same loop (no
+wrapper on either side), and the floors' dicts hold their own copies of the queried Origins (see
+benchmarks/README.md). Both clients are started (`start()`) as a gateway runs them.
 
 Rounds alternate between the floor and each case (median and spread reported) so a noisy
 machine hits both. `--code DIR` runs the same measurements against another source tree (e.g.
@@ -146,11 +153,31 @@ class Documents:
 
 
 def rate(function, inputs: list, repeat: int) -> float:
+    """Calls per second of `function` over `inputs`, called directly: f(value), or f(a, b) for a
+    list of pairs (the same loop for a floor and a check)."""
     started = time.perf_counter()
-    for _ in range(repeat):
-        for value in inputs:
-            function(value)
+    if inputs and isinstance(inputs[0], tuple):
+        for _ in range(repeat):
+            for a, b in inputs:
+                function(a, b)
+    else:
+        for _ in range(repeat):
+            for value in inputs:
+                function(value)
     return repeat * len(inputs) / (time.perf_counter() - started)
+
+
+def polling(client):
+    """`client` started as a gateway starts it (start() polls in its thread); returned once the
+    list is loaded."""
+    client.start()
+    deadline = time.monotonic() + 120
+    while client.version is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the poller did not load the list: {client.last_error!r}")
+        time.sleep(0.02)
+    time.sleep(0.1)  # the expiry guard's first round (a client that has one)
+    return client
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,15 +275,23 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
 
     best = max(formats)
-    client = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]))
-    client.poll()
+    # Both clients are started as a gateway runs them (start(): the poller thread, and, in a client
+    # that has one, the expiry guard that lets check() skip its clock read and check_origin()
+    # answer from the exact-Origin index). The poller's first poll loads the list; the interval
+    # is long enough that it does not poll again during the measurements.
+    client = polling(AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]),
+                                     poll_interval=10**6))
     # memos off: a client loaded with every memo at 0 (first sight of every key and host)
     limits = gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX
     gateway.WILDCARD_HITS_MAX = gateway.PUBLISHABLE_HITS_MAX = 0
-    cold = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]), key_cache_size=0)
-    cold.poll()
-    if hasattr(cold, "_hosts"):
-        cold._hosts.limit = 0
+    cold = polling(AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]),
+                                   key_cache_size=0, poll_interval=10**6))
+    # ... and one polled by hand (no poller thread, so no expiry guard: every check() reads the clock)
+    by_hand = AllowlistClient(URL, None, jwks=docs.jwks, session=StaticSession(answers[best]), key_cache_size=0)
+    by_hand.poll()
+    for memo_off in (cold, by_hand):
+        if hasattr(memo_off, "_hosts"):
+            memo_off._hosts.limit = 0
     gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
 
     step = max(args.grants // 1000, 1)
@@ -273,50 +308,92 @@ def main() -> int:
     assert all(client.check(key=k, origin=o).allowed for k, o in pairs)
     assert all(client.check(origin=h).allowed for h in wildcard_hosts)
     assert not any(client.check(key=k).allowed for k in unknown_keys)
+    has_check_origin = hasattr(client, "check_origin")
+    if has_check_origin:
+        for origin in hosts + wildcard_hosts + unknown_hosts:
+            assert client.check_origin(origin) is client.check(origin=origin)
 
     # The floors: one SHA-256 and one lookup in a dict as big as the client's key index; one
-    # lookup in a dict of every exact Origin.
+    # lookup in a dict of every exact Origin. Every case, floors included, is called the same
+    # way: directly (no wrapper), with positional arguments, one per element of its input (a
+    # string, or a pair unpacked by the loop; a floor called with a pair ignores what it does
+    # not need). The Origin floor's dict holds copies of the Origins, not the query strings
+    # themselves, as the client's index does: a gateway's header strings are new objects, and
+    # an identical object would let the dict skip comparing the strings.
     index = {hashlib.sha256(k.encode()).digest(): True for k in docs.secret + docs.publishable}
-    origins = dict.fromkeys(every_origin, True)
+    origins = {origin.encode().decode(): True for origin in every_origin}
+    assert not any(a is b for a, b in zip(origins, every_origin, strict=True))
     sha256 = hashlib.sha256
 
     def floor(key: str):
         return index.get(sha256(key.encode()).digest())
 
-    def origin_floor(origin: str):  # called like floor(): the same Python call overhead
+    def pair_floor(key: str, _origin: str):  # the key floor, called as check(key, origin) is
+        return index.get(sha256(key.encode()).digest())
+
+    def origin_floor(origin: str):
         return origins.get(origin)
 
-    check, check_cold = client.check, cold.check
+    def keyless_origin_floor(_key: None, origin: str):  # called as check(None, origin) is
+        return origins.get(origin)
+
+    check, check_cold, check_by_hand = client.check, cold.check, by_hand.check
+    keyless = [(None, origin) for origin in hosts]
+    keyless_wildcard = [(None, origin) for origin in wildcard_hosts]
+    keyless_unknown = [(None, origin) for origin in unknown_hosts]
+    keyless_every = [(None, origin) for origin in every_origin]
     rotation_repeat = max(1, args.repeat * len(secret) // len(every_secret))
+    r, rr = args.repeat, rotation_repeat
+    key_f, pair_f, origin_f, keyless_f = ("floor: sha256 + dict", "floor: sha256 + dict, called with (key, Origin)",
+                                          "floor: dict of exact Origins",
+                                          "floor: dict of exact Origins, called with (None, Origin)")
+    rot_key_f, rot_origin_f, rot_keyless_f = ("rotation floor: sha256 + dict", "rotation floor: dict of exact Origins",
+                                              "rotation floor: dict of exact Origins, called with (None, Origin)")
+    # name: (function, inputs, repeat, the floor it is compared with)
     cases = {
-        "floor: sha256 + dict": (floor, secret, args.repeat),
-        "floor: dict of exact Origins": (origin_floor, hosts, args.repeat),
-        "secret key": (lambda k: check(key=k), secret, args.repeat),
-        "publishable key + Origin": (lambda p: check(key=p[0], origin=p[1]), pairs, args.repeat),
-        "Origin, exact host": (lambda o: check(origin=o), hosts, args.repeat),
-        "Origin, wildcard": (lambda o: check(origin=o), wildcard_hosts, args.repeat),
-        "miss: unknown key": (lambda k: check(key=k), unknown_keys, args.repeat),
-        "miss: unknown Origin": (lambda o: check(origin=o), unknown_hosts, args.repeat),
-        "rotation floor: sha256 + dict": (floor, every_secret, rotation_repeat),
-        "rotation: every secret key": (lambda k: check(key=k), every_secret, rotation_repeat),
-        "rotation floor: dict of exact Origins": (origin_floor, every_origin, rotation_repeat),
-        "rotation: every exact Origin": (lambda o: check(origin=o), every_origin, rotation_repeat),
-        "first sight: secret key": (lambda k: check_cold(key=k), secret, args.repeat),
-        "first sight: publishable key + Origin": (lambda p: check_cold(key=p[0], origin=p[1]), pairs, args.repeat),
-        "first sight: unknown key": (lambda k: check_cold(key=k), unknown_keys, args.repeat),
-        "first sight: Origin, wildcard": (lambda o: check_cold(origin=o), wildcard_hosts, args.repeat),
+        key_f: (floor, secret, r, key_f),
+        pair_f: (pair_floor, pairs, r, pair_f),
+        origin_f: (origin_floor, hosts, r, origin_f),
+        keyless_f: (keyless_origin_floor, keyless, r, keyless_f),
+        "secret key": (check, secret, r, key_f),
+        "publishable key + Origin": (check, pairs, r, pair_f),
+        "Origin, exact host": (check, keyless, r, keyless_f),
+        "Origin, wildcard": (check, keyless_wildcard, r, keyless_f),
+        "miss: unknown key": (check, unknown_keys, r, key_f),
+        "miss: unknown Origin": (check, keyless_unknown, r, keyless_f),
+        rot_key_f: (floor, every_secret, rr, rot_key_f),
+        "rotation: every secret key": (check, every_secret, rr, rot_key_f),
+        rot_origin_f: (origin_floor, every_origin, rr, rot_origin_f),
+        rot_keyless_f: (keyless_origin_floor, keyless_every, rr, rot_keyless_f),
+        "rotation: every exact Origin": (check, keyless_every, rr, rot_keyless_f),
+        "first sight: secret key": (check_cold, secret, r, key_f),
+        "first sight: publishable key + Origin": (check_cold, pairs, r, pair_f),
+        "first sight: unknown key": (check_cold, unknown_keys, r, key_f),
+        "first sight: Origin, wildcard": (check_cold, keyless_wildcard, r, keyless_f),
+        "first sight, polled by hand: secret key": (check_by_hand, secret, r, key_f),
+        "first sight, polled by hand: publishable + Origin": (check_by_hand, pairs, r, pair_f),
     }
-    for function, inputs, _ in cases.values():  # warm the memos (rotation: one pass fills them)
-        for value in inputs:
-            function(value)
+    if has_check_origin:
+        check_origin, check_origin_by_hand = client.check_origin, by_hand.check_origin
+        cases.update({
+            "check_origin: exact host": (check_origin, hosts, r, origin_f),
+            "check_origin: wildcard": (check_origin, wildcard_hosts, r, origin_f),
+            "check_origin: unknown Origin": (check_origin, unknown_hosts, r, origin_f),
+            "rotation: every exact Origin, check_origin": (check_origin, every_origin, rr, rot_origin_f),
+            "check_origin, polled by hand: exact host": (check_origin_by_hand, hosts, r, origin_f),
+        })
+    for function, inputs, _, _ in cases.values():  # warm the memos (rotation: one pass fills them)
+        rate(function, inputs, 1)
     results: dict[str, list[float]] = {name: [] for name in cases}
     for round_number in range(args.rounds):
         print(f"  round {round_number + 1}/{args.rounds}", file=sys.stderr)
-        for name, (function, inputs, repeat) in cases.items():
+        for name, (function, inputs, repeat, _) in cases.items():
             if name.startswith("first sight"):  # the snapshot memos off too (read per call by older clients)
                 gateway.WILDCARD_HITS_MAX = gateway.PUBLISHABLE_HITS_MAX = 0
             results[name].append(rate(function, inputs, repeat))
             gateway.WILDCARD_HITS_MAX, gateway.PUBLISHABLE_HITS_MAX = limits
+    for started_client in (client, cold):
+        started_client.stop()
 
     # one-change deltas applied to a client holding the whole list (poll path: verify + apply)
     delta_seconds = {}
@@ -335,7 +412,6 @@ def main() -> int:
         del holder
 
     medians = {name: statistics.median(values) for name, values in results.items()}
-    key_floor, origin_floor = medians["floor: sha256 + dict"], medians["floor: dict of exact Origins"]
 
     print(f"\ngateway check benchmark — client of {CODE}, load average {os.getloadavg()[0]:.1f} at the end, "
           f"{args.grants} grants (2 keys, 2 domains each), "
@@ -353,14 +429,11 @@ def main() -> int:
               + "; one-change delta: median "
               f"{statistics.median(delta_seconds[fmt]) * 1000:.2f} ms "
               f"[{spread([t * 1000 for t in delta_seconds[fmt]])}] over {args.deltas}")
-    print(f"{'case':40} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}  spread (x floor)")
+    print(f"{'case':58} {'checks/s':>12} {'ns/check':>9} {'x floor':>8}  spread (x floor)")
     for name, rate_ in medians.items():
-        floor_rate = origin_floor if "Origin" in name and "key" not in name else key_floor
-        if name.startswith("rotation"):
-            floor_rate = medians["rotation floor: " + ("dict of exact Origins" if "Origin" in name
-                                                       else "sha256 + dict")]
+        floor_rate = medians[cases[name][3]]
         ratios = [floor_rate / r for r in results[name]]
-        print(f"{name:40} {rate_:>12,.0f} {1e9 / rate_:>9.0f} {floor_rate / rate_:>8.2f}  {spread(ratios)}")
+        print(f"{name:58} {rate_:>12,.0f} {1e9 / rate_:>9.0f} {floor_rate / rate_:>8.2f}  {spread(ratios)}")
     return 0
 
 

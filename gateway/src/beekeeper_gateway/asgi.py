@@ -7,7 +7,8 @@ dependency.
 
 It reads what the WSGI middleware reads: the key from `Authorization: Bearer …` (else
 `X-API-Key`), the `Origin` header (else the `Referer` header; `check()` applies the rules) and an
-app id from the `referrer` query parameter (a name only). A refused HTTP request gets the same JSON
+app id from the `referrer` query parameter (a name only); a request with only an Origin is
+decided by `check_origin()`, as there. A refused HTTP request gets the same JSON
 answer and status (401 / 403 / 503, `HTTP_STATUS`); an allowed one reaches the app with the
 Decision in `scope["beekeeper.decision"]` (Starlette: `request.scope["beekeeper.decision"]`).
 A refused WebSocket handshake is closed before it is accepted (code 1008, the reason as the close
@@ -22,9 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
 
-from beekeeper_gateway.client import HTTP_STATUS, AllowlistClient, Decision
+from beekeeper_gateway.client import HTTP_STATUS, AllowlistClient, Decision, app_id_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,14 +49,17 @@ def _headers(scope: Scope) -> dict[bytes, str]:
 
 
 def decide(client: AllowlistClient, scope: Scope) -> Decision:
-    """check() for an ASGI request scope, with the inputs read as AllowlistMiddleware reads them."""
+    """check() for an ASGI request scope, with the inputs read as AllowlistMiddleware reads them
+    (check_origin() for a request with only an Origin header, as it does too)."""
     headers = _headers(scope)
     authorization = headers.get(b"authorization", "")
     key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
     key = key or headers.get(b"x-api-key") or None
-    names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("referrer")
-    return client.check(key=key, origin=headers.get(b"origin") or None, referrer=names[0] if names else None,
-                        referer=headers.get(b"referer") or None)
+    app_id = app_id_of(scope.get("query_string", b"").decode("latin-1"))
+    origin = headers.get(b"origin") or None
+    if origin is not None and key is None and app_id is None:  # the Referer does not count then
+        return client.check_origin(origin)
+    return client.check(key=key, origin=origin, referrer=app_id, referer=headers.get(b"referer") or None)
 
 
 def refusal(decision: Decision) -> tuple[int, bytes]:
