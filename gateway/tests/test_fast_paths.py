@@ -212,7 +212,9 @@ def test_a_remembered_origin_is_forgotten_when_a_delta_moves_replaces_or_revokes
     with AllowlistClient(URL, jwks={"keys": [server.signer.jwk]}, session=server, poll_interval=3600) as client:
         wait_for(lambda: client.version == 1)
         assert client._state.origin_answers == {}  # nothing remembered at load: no memory for it
-        wait_for(lambda: remembered(client, VICTIM) and remembered(client, SHOP))
+        header = "".join(["https://", "shop.example"])  # a request's own string: remembered under the index's
+        wait_for(lambda: remembered(client, VICTIM) and remembered(client, header))
+        assert not any(kept is header for kept in client._state.origin_answers) and answers_alone(client, SHOP)
         assert client.check_origin(VICTIM).app_id == "victim" and client.check_origin(SHOP).app_id == "shop"
         for origin in (SHOP_SUB, "https://SHOP.example", "https://nobody.example"):  # wildcard, normalised, unknown
             assert client.check_origin(origin) is client.check(origin=origin) and not answers_alone(client, origin)

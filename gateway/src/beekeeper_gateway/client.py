@@ -641,13 +641,18 @@ class _Snapshot:
         check(origin=origin) for as long as the grant stays, and no clock in it: the list's expiry
         is the guard's). Checked and written under `answers_lock`, which _forget takes after
         changing the index: an answer of a grant a delta removes or replaces never outlives the
-        delta. Only Origins of the index are remembered (bounded by it; made-up ones never)."""
+        delta. Only Origins of the index are remembered (bounded by it; made-up ones never), each
+        under the index's own string, the grant's entry: not the caller's (a request's header),
+        which would be held besides it, and which later requests' headers, new strings, are not."""
         grant = self.by_origin.get(origin)
         if grant is None or grant._origin is not decision:  # a wildcard's answer, a host normalised
             return
-        with self.answers_lock:
-            if self.by_origin.get(origin) is grant:
-                self.origin_answers[origin] = decision
+        for entry in grant.entries:
+            if entry.__class__ is str and entry == origin:
+                with self.answers_lock:
+                    if self.by_origin.get(origin) is grant:
+                        self.origin_answers[entry] = decision
+                return
 
     def grant_named(self, name: str) -> _Grant | None:
         """The grant whose referrer name is `name` (by equality): its app id, unless the
