@@ -257,12 +257,12 @@ def test_an_answer_read_before_a_delta_is_not_remembered_after_it():
     server.serve(fresh(1, [SHOP_GRANT, VICTIM_GRANT]))
     with AllowlistClient(URL, jwks={"keys": [server.signer.jwk]}, session=server, poll_interval=3600) as client:
         wait_for(lambda: client.version == 1 and client._armed is client._state)
-        stale = client.check(origin=VICTIM)
+        stale, victim = client.check(origin=VICTIM), client._state.by_origin[VICTIM]
         assert stale.app_id == "victim"
         server.serve(fresh(2, [], since=1, removed=["victim"]), since=1)
         assert client.poll() == UPDATED
         wait_for(lambda: client._armed is client._state)
-        client._armed.remember_origin(VICTIM, stale)
+        client._armed.remember_origin(VICTIM, victim, stale)
         assert VICTIM not in client._state.origin_answers and client.check_origin(VICTIM) is UNKNOWN_ORIGIN
 
 

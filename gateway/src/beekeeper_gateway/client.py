@@ -635,22 +635,20 @@ class _Snapshot:
             for origin in origins:
                 answers.pop(origin, None)
 
-    def remember_origin(self, origin: str, decision: Decision) -> None:
-        """Remember `decision` as the answer to the exact Origin `origin` if it is the allowing
-        Decision of the grant this snapshot's exact-Origin index holds for it (the answer of
-        check(origin=origin) for as long as the grant stays, and no clock in it: the list's expiry
-        is the guard's). Checked and written under `answers_lock`, which _forget takes after
-        changing the index: an answer of a grant a delta removes or replaces never outlives the
-        delta. Only Origins of the index are remembered (bounded by it; made-up ones never), each
-        under the index's own string, the grant's entry: not the caller's (a request's header),
-        which would be held besides it, and which later requests' headers, new strings, are not."""
-        grant = self.by_origin.get(origin)
-        if grant is None or grant._origin is not decision:  # a wildcard's answer, a host normalised
-            return
+    def remember_origin(self, origin: str, grant: _Grant, decision: Decision) -> None:
+        """Remember `decision`, the allowing Decision of `grant` (its `_origin`: no clock in it, the
+        list's expiry is the guard's), as the answer to the exact Origin `origin` if this
+        snapshot's exact-Origin index still holds `grant` for it: the answer of
+        check(origin=origin) for as long as the grant stays. Checked and written under
+        `answers_lock`, which _unremember takes after a delta changes the index: an answer of a
+        grant a delta removes or replaces never outlives the delta. Only Origins of the index are
+        remembered (bounded by it; made-up ones never), each under the index's own string, the
+        grant's entry: not the caller's (a request's header), which would be held besides it, and
+        which later requests' headers, new strings, are not."""
         for entry in grant.entries:
             if entry.__class__ is str and entry == origin:
                 with self.answers_lock:
-                    if self.by_origin.get(origin) is grant:
+                    if self.by_origin.get(origin) is grant and grant._origin is decision:
                         self.origin_answers[entry] = decision
                 return
 
@@ -1488,12 +1486,16 @@ class AllowlistClient:
         decision = self._fast.get(origin)
         if decision is not None:
             return decision
-        decision = self.check(None, origin)
-        if decision.allowed:
-            state = self._armed
-            if state is not None:
-                state.remember_origin(origin, decision)
-        return decision
+        state = self._armed
+        if state is not None and state is self._state:
+            # Vouched for (no clock): check()'s answer to an exact Origin of the index, the grant's.
+            grant = state.by_origin.get(origin)
+            if grant is not None:
+                decision = grant.allow(ALLOWED_ORIGIN)
+                if decision.allowed:
+                    state.remember_origin(origin, grant, decision)
+                return decision
+        return self.check(None, origin)
 
     def _host(self, source: str) -> str | None:
         """host_of(source), remembered (two generations, sized to the list; "" for no host)."""
