@@ -1479,23 +1479,29 @@ class AllowlistClient:
         with `start()` and the default clock, and the list is fresh for more than
         FAST_PATH_MARGIN seconds), an exact Origin answered before is answered by one lookup in the
         snapshot's remembered answers (Origin → Decision, not the grant: at 100 000 Origins in
-        rotation, reading the grant would cost a cache miss), without reading the clock;
-        everything else (another value, a first sight, no guard, a list about to expire) goes
-        through check(), and an allowed exact Origin's answer is then remembered. Remembered only
-        on use, so a load costs no memory for it; bounded by the list's exact Origins."""
+        rotation, reading the grant would cost a cache miss), without reading the clock; another
+        value is answered as check() answers it (a first sight of an exact Origin then
+        remembered), and with no guard, or a list about to expire, check() answers. Remembered
+        only on use, so a load costs no memory for it; bounded by the list's exact Origins."""
         decision = self._fast.get(origin)
         if decision is not None:
             return decision
         state = self._armed
-        if state is not None and state is self._state:
-            # Vouched for (no clock): check()'s answer to an exact Origin of the index, the grant's.
-            grant = state.by_origin.get(origin)
-            if grant is not None:
-                decision = grant.allow(ALLOWED_ORIGIN)
-                if decision.allowed:
-                    state.remember_origin(origin, grant, decision)
-                return decision
-        return self.check(None, origin)
+        if state is None or state is not self._state or not origin:
+            return self.check(None, origin)
+        # Vouched for (no clock): check()'s answer to an Origin alone (its last lines), without the call.
+        grant = state.by_origin.get(origin)
+        if grant is not None:  # an exact Origin of the index: its grant's answer, remembered
+            decision = grant.allow(ALLOWED_ORIGIN)
+            if decision.allowed:
+                state.remember_origin(origin, grant, decision)
+            return decision
+        host = self._host(origin)
+        grant = state.grant_for_host(host) if host is not None else None
+        if grant is None:
+            return UNKNOWN_ORIGIN
+        decision = grant._origin
+        return decision if decision is not None else grant.allow(ALLOWED_ORIGIN)
 
     def _host(self, source: str) -> str | None:
         """host_of(source), remembered (two generations, sized to the list; "" for no host)."""
