@@ -1,6 +1,7 @@
 """check_origin() and the expiry guard: check_origin(o) answers exactly what check(origin=o) answers
 — with no poller (every check reads the clock), and with the poller and its expiry guard running
 (the fast path), across deltas, a revocation, a full list with new indexes and the list's expiry;
+its remembered answers to exact Origins are forgotten by every delta that changes their grant;
 the middlewares use it for a request that carries only an Origin. Also a key's first sight: a
 non-ASCII key is still "malformed"."""
 
@@ -194,6 +195,75 @@ def test_check_origin_agrees_with_check_while_the_poller_runs(fmt):
         wait_for(lambda: answers_alone(client, SHOP))
     # stop(): the guard withdrew its word, so check_origin() goes through check() again.
     assert not answers_alone(client, SHOP) and disagreements(client) == []
+
+
+def remembered(client: AllowlistClient, origin: str) -> bool:
+    """check_origin(origin) answers alone (from its remembered answers), after one call to fill them."""
+    client.check_origin(origin)
+    return answers_alone(client, origin)
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_a_remembered_origin_is_forgotten_when_a_delta_moves_replaces_or_revokes_its_grant(fmt):
+    """check_origin() remembers an exact Origin's answer on first use and answers it alone after;
+    every delta that changes what the exact-Origin index holds for it (in place) is answered anew."""
+    server = Server(Signer(), fmt)
+    server.serve(fresh(1, [SHOP_GRANT, VICTIM_GRANT]))
+    with AllowlistClient(URL, jwks={"keys": [server.signer.jwk]}, session=server, poll_interval=3600) as client:
+        wait_for(lambda: client.version == 1)
+        assert client._state.origin_answers == {}  # nothing remembered at load: no memory for it
+        header = "".join(["https://", "shop.example"])  # a request's own string: remembered under the index's
+        wait_for(lambda: remembered(client, VICTIM) and remembered(client, header))
+        assert not any(kept is header for kept in client._state.origin_answers) and answers_alone(client, SHOP)
+        assert client.check_origin(VICTIM).app_id == "victim" and client.check_origin(SHOP).app_id == "shop"
+        for origin in (SHOP_SUB, "https://SHOP.example", "https://nobody.example"):  # wildcard, normalised, unknown
+            assert client.check_origin(origin) is client.check(origin=origin)
+        assert set(client._state.origin_answers) == {SHOP, VICTIM}
+
+        # Another grant takes victim's exact Origin (victim still lists it): the index's last word counts.
+        thief = grant("thief", 2, ["victim-shop.com"])
+        server.serve(fresh(2, [thief], since=1), since=1)
+        assert client.poll() == UPDATED
+        assert client.check_origin(VICTIM).app_id == "thief" and disagreements(client) == []
+        assert remembered(client, VICTIM) and client.check_origin(VICTIM).app_id == "thief"
+
+        # The grant is replaced (its domain moves elsewhere): not its answer any more, whatever the index says.
+        assert remembered(client, VICTIM)
+        server.serve(fresh(3, [grant("thief", 3, ["victim-moved.example"])], since=2), since=2)
+        assert client.poll() == UPDATED
+        assert client.check_origin(VICTIM).app_id != "thief" and disagreements(client) == []
+        assert client.check_origin(MOVED).app_id == "thief"
+
+        # Replaced with the same domain (a new key): the new grant's Decision, not the old one's.
+        before = client.check_origin(SHOP)
+        assert remembered(client, SHOP)
+        renewed = grant("shop", 4, ["shop.example", "*.shop.example"], secret=api_key("sk", "renewed"))
+        server.serve(fresh(4, [renewed], since=3), since=3)
+        assert client.poll() == UPDATED
+        assert client.check_origin(SHOP) is client.check(origin=SHOP) and client.check_origin(SHOP) is not before
+
+        # A revocation.
+        assert remembered(client, SHOP)
+        server.serve(fresh(5, [], since=4, removed=["shop"]), since=4)
+        assert client.poll() == UPDATED
+        assert client.check_origin(SHOP) is UNKNOWN_ORIGIN and disagreements(client) == []
+        assert SHOP not in client._state.origin_answers
+
+
+def test_an_answer_read_before_a_delta_is_not_remembered_after_it():
+    """The race of a check_origin() whose check() read a grant that a delta then removes: its
+    answer, offered once the delta is in force, is refused (the grant is no longer in the index)."""
+    server = Server(Signer(), 2)
+    server.serve(fresh(1, [SHOP_GRANT, VICTIM_GRANT]))
+    with AllowlistClient(URL, jwks={"keys": [server.signer.jwk]}, session=server, poll_interval=3600) as client:
+        wait_for(lambda: client.version == 1 and client._armed is client._state)
+        stale, victim = client.check(origin=VICTIM), client._state.by_origin[VICTIM]
+        assert stale.app_id == "victim"
+        server.serve(fresh(2, [], since=1, removed=["victim"]), since=1)
+        assert client.poll() == UPDATED
+        wait_for(lambda: client._armed is client._state)
+        client._armed.remember_origin(VICTIM, victim, stale)
+        assert VICTIM not in client._state.origin_answers and client.check_origin(VICTIM) is UNKNOWN_ORIGIN
 
 
 def test_once_the_list_expires_nothing_is_allowed_while_the_poller_runs(monkeypatch):

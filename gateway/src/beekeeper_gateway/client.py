@@ -25,7 +25,7 @@ What it guarantees:
   is loaded; with the poller running (`start()`) and the default clock, the list's expiry is
   enforced by an expiry guard thread rather than a clock read per check (see _guard), which
   also lets `check_origin(origin)` (the same answer as `check(origin=origin)`) answer an exact
-  Origin in one lookup;
+  Origin it has answered before in one lookup;
 * documents in format 2 (rows under a column header, a detached RFC 7797 signature over the
   plain bytes, zstd or gzip) or format 1 (a compact JWS), parsed with orjson with the cyclic
   collector paused; the index keeps per grant one object and one tuple (see _Grant), nothing of
@@ -449,7 +449,7 @@ PUBLISHABLE_HITS_MAX = 16_384  # (publishable key, Origin) pairs a snapshot reme
 # expires, and wakes at least every GUARD_TICK seconds.
 FAST_PATH_MARGIN = 1.0
 GUARD_TICK = 0.5
-_UNARMED: dict = {}  # check_origin()'s index while the guard vouches for no snapshot (never written)
+_UNARMED: dict = {}  # check_origin()'s answers while the guard vouches for no snapshot (never written)
 KEY_MEMO_MIN = 65_536  # keys whose digest the client remembers (at least; or one per listed key)
 HOST_MEMO_MIN = 8_192  # Origin/Referer values whose host the client remembers (at least; or two per grant)
 
@@ -503,11 +503,14 @@ class _Snapshot:
     poll sees every key, host and name either as before or as after, never missing; the
     snapshot's own header (version, expiry) switches at the one assignment of `client._state`.
     The memos of answers (`wildcard_hits`, `publishable_hits`) belong to one snapshot and start
-    empty in the next."""
+    empty in the next. `origin_answers` (exact Origin → its grant's allowing Decision, filled by
+    check_origin(), see remember_origin) goes with the indexes: a delta takes it over and
+    `_forget` deletes the Origins of every grant it removes or replaces; new indexes get a new,
+    empty one."""
 
     __slots__ = ("version", "epoch", "expires", "generated", "prefix", "tiers_raw", "tiers", "grants", "by_hash",
                  "by_host", "by_origin", "by_suffix", "by_name", "key_length", "suffix_dots", "wildcard_hits",
-                 "publishable_hits", "key_count")
+                 "publishable_hits", "key_count", "origin_answers", "answers_lock")
 
     def __init__(self, doc: dict[str, Any], base: _Snapshot | None = None):
         self.version = doc["version"]
@@ -523,10 +526,13 @@ class _Snapshot:
         if base is None or base.tiers_raw != self.tiers_raw:  # new indexes (new tiers: any grant's limits may change)
             self.grants, self.by_hash, self.by_origin, self.by_suffix, self.by_name = {}, {}, {}, {}, {}
             self.key_count = 0
+            self.origin_answers: dict[str, Decision] = {}
+            self.answers_lock = threading.Lock()
         else:  # in place, O(change): see the class docstring
             self.grants, self.by_hash = base.grants, base.by_hash
             self.by_origin, self.by_suffix, self.by_name = base.by_origin, base.by_suffix, base.by_name
             self.key_count = base.key_count
+            self.origin_answers, self.answers_lock = base.origin_answers, base.answers_lock
         self.by_host = self.by_origin
         if base is None:
             upserts, removed = _read_grants(doc, self.tiers, into=self)  # read straight into the new indexes
@@ -568,6 +574,7 @@ class _Snapshot:
 
     def _add(self, grant: _Grant) -> None:
         self.grants[grant.app_id] = grant
+        taken = []  # exact Origins another grant held (it may be remembered as that grant's answer)
         for entry in grant.entries:
             kind = entry.__class__
             if kind is bytes:
@@ -580,12 +587,18 @@ class _Snapshot:
                 self.by_suffix[entry] = grant
                 self.suffix_dots = min(self.suffix_dots, entry.count(".") - 1)
             else:
+                if self.by_origin.get(entry) is not None:
+                    taken.append(entry)
                 self.by_origin[entry] = grant
         for name in grant.names or ():
             self.by_name[name] = grant
+        if taken:
+            self._unremember(taken)
 
     def _forget(self, grant: _Grant) -> None:
-        """Delete the index entries that still point at `grant` (one that was replaced or removed)."""
+        """Delete the index entries that still point at `grant` (one that was replaced or removed),
+        then the remembered answers of its exact Origins (see remember_origin)."""
+        origins = []
         for entry in grant.entries:
             kind = entry.__class__
             if kind is bytes:
@@ -600,9 +613,44 @@ class _Snapshot:
                 index = self.by_suffix if entry[0] == "." else self.by_origin
                 if index.get(entry) is grant:
                     del index[entry]
+                if entry[0] != ".":
+                    origins.append(entry)
         for name in grant.names or ():
             if self.by_name.get(name) is grant:
                 del self.by_name[name]
+        if origins:
+            self._unremember(origins)
+
+    def _unremember(self, origins: list[str]) -> None:
+        """Forget the remembered answers to `origins`, whose grant in the index has just changed.
+        Called after the index changes, under the lock remember_origin() holds from its index
+        read to its write: a reader that read the old grant wrote before this and is undone
+        here; one that reads after it sees the new index. So, the snapshot of a delta being put in
+        force only after every change, no answer of a grant it removes or replaces is given once
+        it is in force (as today, a check() running across the change may still give the old
+        one). Every Origin, whatever the index now holds: an answer of the new grant remembered
+        meanwhile is only made again."""
+        answers = self.origin_answers
+        with self.answers_lock:
+            for origin in origins:
+                answers.pop(origin, None)
+
+    def remember_origin(self, origin: str, grant: _Grant, decision: Decision) -> None:
+        """Remember `decision`, the allowing Decision of `grant` (its `_origin`: no clock in it, the
+        list's expiry is the guard's), as the answer to the exact Origin `origin` if this
+        snapshot's exact-Origin index still holds `grant` for it: the answer of
+        check(origin=origin) for as long as the grant stays. Checked and written under
+        `answers_lock`, which _unremember takes after a delta changes the index: an answer of a
+        grant a delta removes or replaces never outlives the delta. Only Origins of the index are
+        remembered (bounded by it; made-up ones never), each under the index's own string, the
+        grant's entry: not the caller's (a request's header), which would be held besides it, and
+        which later requests' headers, new strings, are not."""
+        for entry in grant.entries:
+            if entry.__class__ is str and entry == origin:
+                with self.answers_lock:
+                    if self.by_origin.get(origin) is grant and grant._origin is decision:
+                        self.origin_answers[entry] = decision
+                return
 
     def grant_named(self, name: str) -> _Grant | None:
         """The grant whose referrer name is `name` (by equality): its app id, unless the
@@ -896,10 +944,11 @@ class AllowlistClient:
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # The expiry guard (see _guard): the snapshot it vouches for, and that snapshot's exact-Origin
-        # index for check_origin() (_UNARMED when it vouches for none). Written under _arm_lock only.
+        # The expiry guard (see _guard): the snapshot it vouches for, and that snapshot's remembered
+        # answers to exact Origins for check_origin() (_UNARMED when it vouches for none). Written
+        # under _arm_lock only (and _fast hidden by _apply before a new snapshot is put in force).
         self._armed: _Snapshot | None = None
-        self._fast: dict[str, _Grant] = _UNARMED
+        self._fast: dict[str, Decision] = _UNARMED
         self._guarding = False
         self._arm_lock = threading.Lock()
         self._rearm = threading.Event()
@@ -1021,6 +1070,9 @@ class AllowlistClient:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise DocumentError(f"malformed allowlist: {exc!r}") from None
         with self._arm_lock:  # one assignment: check() sees the old or the new snapshot's header
+            # The remembered answers are hidden first: those of replaced indexes are never read once
+            # the new snapshot is in force (a delta's, the same dict, were corrected in place).
+            self._fast = _UNARMED
             self._state = state
             self._arm()  # the guard's word moves to the new snapshot with it, or is withdrawn
         self._rearm.set()  # the guard reckons with the new expiry
@@ -1245,7 +1297,7 @@ class AllowlistClient:
     def start(self) -> AllowlistClient:
         """Poll every `poll_interval` seconds in a daemon thread (errors are logged, not raised).
         With the default clock, also start the expiry guard (see _guard), which lets check() skip
-        its clock read and check_origin() answer from the exact-Origin index alone."""
+        its clock read and check_origin() answer from its remembered answers alone."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="allowlist-poller", daemon=True)
@@ -1274,7 +1326,7 @@ class AllowlistClient:
     def _guard(self) -> None:
         """The expiry guard: a thread that vouches for the held snapshot while its list is fresh
         for longer than FAST_PATH_MARGIN, so that check() need not read the clock and
-        check_origin() may answer from the exact-Origin index alone. It wakes when a new snapshot
+        check_origin() may answer from its remembered answers alone. It wakes when a new snapshot
         comes (_apply sets `_rearm`), FAST_PATH_MARGIN seconds before the held one expires, and at
         least every GUARD_TICK seconds (a wall clock stepped forward is noticed within that); it
         withdraws its word then, and when it stops. Not a poller: it does no I/O, so a poll
@@ -1296,12 +1348,14 @@ class AllowlistClient:
         """Under _arm_lock: vouch for the held snapshot if the guard runs and the list stays fresh
         for more than FAST_PATH_MARGIN seconds, else withdraw (the word is given before the index
         is exposed and the index hidden before the word is withdrawn, so a reader without the
-        lock never sees an index without the word). The seconds until it must be withdrawn."""
+        lock never sees an index without the word). The index exposed is the snapshot's remembered
+        answers to exact Origins (see _Snapshot.remember_origin). The seconds until it must be
+        withdrawn."""
         state = self._state
         left = state.expires - FAST_PATH_MARGIN - self._clock() if self._guarding and state is not None else 0.0
         if left > 0:
             self._armed = state
-            self._fast = state.by_origin
+            self._fast = state.origin_answers
         else:
             self._fast = _UNARMED
             self._armed = None
@@ -1423,15 +1477,31 @@ class AllowlistClient:
         Origin header (no key, no app id; a Referer header does not count when there is an
         Origin). While the expiry guard vouches for the held snapshot (the client was started
         with `start()` and the default clock, and the list is fresh for more than
-        FAST_PATH_MARGIN seconds), an exact Origin of a grant whose Decision is already made is
-        answered by one lookup in the exact-Origin index, without reading the clock; everything
-        else (another value, no guard, a list about to expire) goes through check()."""
-        grant = self._fast.get(origin)
-        if grant is not None:
-            decision = grant._origin
-            if decision is not None:
-                return decision
-        return self.check(None, origin)
+        FAST_PATH_MARGIN seconds), an exact Origin answered before is answered by one lookup in the
+        snapshot's remembered answers (Origin → Decision, not the grant: at 100 000 Origins in
+        rotation, reading the grant would cost a cache miss), without reading the clock; another
+        value is answered as check() answers it (a first sight of an exact Origin then
+        remembered), and with no guard, or a list about to expire, check() answers. Remembered
+        only on use, so a load costs no memory for it; bounded by the list's exact Origins."""
+        decision = self._fast.get(origin)
+        if decision is not None:
+            return decision
+        state = self._armed
+        if state is None or state is not self._state or not origin:
+            return self.check(None, origin)
+        # Vouched for (no clock): check()'s answer to an Origin alone (its last lines), without the call.
+        grant = state.by_origin.get(origin)
+        if grant is not None:  # an exact Origin of the index: its grant's answer, remembered
+            decision = grant.allow(ALLOWED_ORIGIN)
+            if decision.allowed:
+                state.remember_origin(origin, grant, decision)
+            return decision
+        host = self._host(origin)
+        grant = state.grant_for_host(host) if host is not None else None
+        if grant is None:
+            return UNKNOWN_ORIGIN
+        decision = grant._origin
+        return decision if decision is not None else grant.allow(ALLOWED_ORIGIN)
 
     def _host(self, source: str) -> str | None:
         """host_of(source), remembered (two generations, sized to the list; "" for no host)."""
