@@ -24,7 +24,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from beekeeper_gateway.client import HTTP_STATUS, AllowlistClient, Decision, app_id_of
+from beekeeper_gateway.client import HTTP_STATUS, AllowlistClient, Decision, decide_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,14 +52,9 @@ def decide(client: AllowlistClient, scope: Scope) -> Decision:
     """check() for an ASGI request scope, with the inputs read as AllowlistMiddleware reads them
     (check_origin() for a request with only an Origin header, as it does too)."""
     headers = _headers(scope)
-    authorization = headers.get(b"authorization", "")
-    key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    key = key or headers.get(b"x-api-key") or None
-    app_id = app_id_of(scope.get("query_string", b"").decode("latin-1"))
-    origin = headers.get(b"origin") or None
-    if origin is not None and key is None and app_id is None:  # the Referer does not count then
-        return client.check_origin(origin)
-    return client.check(key=key, origin=origin, referrer=app_id, referer=headers.get(b"referer") or None)
+    return decide_request(client, headers.get(b"authorization", ""), headers.get(b"x-api-key"),
+                          headers.get(b"origin"), headers.get(b"referer"),
+                          scope.get("query_string", b"").decode("latin-1"))
 
 
 def refusal(decision: Decision) -> tuple[int, bytes]:

@@ -1464,10 +1464,7 @@ class AllowlistClient:
             # An Origin header is `https://<host>` nearly always: one lookup in the exact-Origin index.
             grant = state.by_origin.get(source)
             if grant is None:
-                host = self._host(source)
-                grant = state.grant_for_host(host) if host is not None else None
-                if grant is None:
-                    return UNKNOWN_ORIGIN
+                return self._answer_by_host(state, source)
             decision = grant._origin  # `is None`, not truth: a Decision's truth costs a read of it
             return decision if decision is not None else grant.allow(ALLOWED_ORIGIN)
         return NO_CREDENTIALS
@@ -1496,7 +1493,12 @@ class AllowlistClient:
             if decision.allowed:
                 state.remember_origin(origin, grant, decision)
             return decision
-        host = self._host(origin)
+        return self._answer_by_host(state, origin)
+
+    def _answer_by_host(self, state: _Snapshot, source: str) -> Decision:
+        """check()'s answer to an Origin/Referer that is not an exact Origin of the index: its host,
+        if a listed domain or under a listed wildcard, decides."""
+        host = self._host(source)
         grant = state.grant_for_host(host) if host is not None else None
         if grant is None:
             return UNKNOWN_ORIGIN
@@ -1558,6 +1560,21 @@ def app_id_of(query: str) -> str | None:
     return names[0] if names else None
 
 
+def decide_request(client: AllowlistClient, authorization: str, api_key: str | None, origin: str | None,
+                   referer: str | None, query: str) -> Decision:
+    """The middlewares' one reading of a request (WSGI and ASGI): the key from `Authorization:
+    Bearer …` (else `X-API-Key`), the Origin header (else the Referer header) and an app id from the
+    `referrer` query parameter (a name only). A request with an Origin and neither a key nor an
+    app id goes to check_origin() (the same answer, quicker); the Referer does not count then."""
+    key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    key = key or api_key or None
+    app_id = app_id_of(query)
+    origin = origin or None
+    if origin is not None and key is None and app_id is None:
+        return client.check_origin(origin)
+    return client.check(key=key, origin=origin, referrer=app_id, referer=referer or None)
+
+
 class AllowlistMiddleware:
     """Enforces the allowlist in front of any WSGI app.
 
@@ -1574,16 +1591,9 @@ class AllowlistMiddleware:
         self.client = client
 
     def __call__(self, environ, start_response):
-        authorization = environ.get("HTTP_AUTHORIZATION", "")
-        key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-        key = key or environ.get("HTTP_X_API_KEY") or None
-        app_id = app_id_of(environ.get("QUERY_STRING", ""))
-        origin = environ.get("HTTP_ORIGIN") or None
-        if origin is not None and key is None and app_id is None:  # the Referer does not count then
-            decision = self.client.check_origin(origin)
-        else:
-            decision = self.client.check(key=key, origin=origin, referrer=app_id,
-                                         referer=environ.get("HTTP_REFERER") or None)
+        decision = decide_request(self.client, environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY"),
+                                  environ.get("HTTP_ORIGIN"), environ.get("HTTP_REFERER"),
+                                  environ.get("QUERY_STRING", ""))
         if decision.allowed:
             environ["beekeeper.decision"] = decision
             return self.app(environ, start_response)
